@@ -1,0 +1,84 @@
+"""Shared fixtures: the real MedMNIST files beside the checkout, and small generated datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MEDMNIST_DIR = Path(
+    os.environ.get(
+        "MEDLENS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared/data/medmnist"
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def medmnist_dir() -> Path:
+    """The folder with the official MedMNIST files (../shared/data/medmnist)."""
+    if not (MEDMNIST_DIR / "breastmnist.npz").is_file():
+        pytest.fail(f"MedMNIST test data not found in {MEDMNIST_DIR}; set MEDLENS_TEST_DATA")
+    return MEDMNIST_DIR
+
+
+@pytest.fixture(autouse=True)
+def _no_home_downloads(monkeypatch, tmp_path):
+    """Keep tests from touching ~/.medmnist or the network through the default data dir."""
+    monkeypatch.setenv("MEDLENS_DATA", str(tmp_path / "medlens_data_home"))
+
+
+def blob_images(labels: np.ndarray, size: int, spatial_dims: int, rng) -> np.ndarray:
+    """Noisy images where label k (multi-label) or class k puts a bright blob in region k."""
+    n = len(labels)
+    shape = (n,) + (size,) * spatial_dims
+    images = rng.normal(60, 20, size=shape)
+    half = size // 2
+    corners = [(0, 0), (0, half), (half, 0), (half, half)]
+    onehot = labels if labels.ndim == 2 else np.eye(labels.max() + 1)[labels]
+    for k in range(onehot.shape[1]):
+        r, c = corners[k % 4]
+        sl = (slice(r + 2, r + half - 2), slice(c + 2, c + half - 2))
+        if spatial_dims == 3:
+            sl = (slice(2, size - 2), *sl)
+        for i in np.flatnonzero(onehot[:, k]):
+            images[(i, *sl)] += 120
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def write_blob_npz(
+    path: Path,
+    task: str,
+    spatial_dims: int = 2,
+    size: int = 16,
+    n: tuple[int, int, int] = (240, 60, 80),
+    k: int = 3,
+    seed: int = 0,
+) -> Path:
+    """A MedMNIST-format .npz whose labels are decided by where bright blobs sit."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n, strict=True):
+        if task == "multi-label":
+            labels = (rng.random((count, k)) < 0.4).astype(np.uint8)
+            labels[np.arange(count), rng.integers(0, k, count)] = 1  # at least one label
+        else:
+            labels = np.arange(count) % k
+            rng.shuffle(labels)
+        arrays[f"{split}_images"] = blob_images(labels, size, spatial_dims, rng)
+        arrays[f"{split}_labels"] = labels if labels.ndim == 2 else labels[:, None].astype(np.uint8)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def multilabel_npz(tmp_path) -> Path:
+    return write_blob_npz(tmp_path / "blobs_multilabel.npz", "multi-label")
+
+
+@pytest.fixture
+def volume_npz(tmp_path) -> Path:
+    return write_blob_npz(
+        tmp_path / "blobs3d.npz", "multi-class", spatial_dims=3, size=12, n=(120, 40, 60), k=2
+    )
