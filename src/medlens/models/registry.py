@@ -1,0 +1,317 @@
+"""One registry for every model: medlens' own models first, then any timm model name.
+
+>>> model = create_model("small_cnn", in_chans=1, num_classes=2)
+>>> count_parameters(model)
+388834
+
+timm and MONAI are imported inside functions only: both are slow to import, and training a
+2D model must never import MONAI.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from torch import nn
+
+from medlens.errors import ModelError
+from medlens.models import resnet3d, resnet_medmnist, small_cnn
+
+Builder = Callable[..., nn.Module]
+"""``builder(*, in_chans, num_classes, pretrained, drop_rate) -> nn.Module``."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One of medlens' own models: how to build it and what data it takes."""
+
+    name: str
+    builder: Builder
+    spatial_dims: int
+    description: str
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, builder: Builder, spatial_dims: int, description: str) -> None:
+    """Add one of medlens' own models to the registry (names are lower case and unique)."""
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    _MODELS[name] = ModelSpec(name, builder, spatial_dims, description)
+
+
+register_model(
+    "resnet18_medmnist",
+    resnet_medmnist.resnet18_medmnist,
+    2,
+    "ResNet-18 with a 3x3 stride-1 stem and no max-pool for 28 px images (MedMNIST)",
+)
+register_model(
+    "resnet50_medmnist",
+    resnet_medmnist.resnet50_medmnist,
+    2,
+    "ResNet-50 with a 3x3 stride-1 stem and no max-pool for 28 px images (MedMNIST)",
+)
+register_model(
+    "small_cnn",
+    small_cnn.small_cnn,
+    2,
+    "small baseline CNN: 4 conv-BN-ReLU blocks (32-256 wide), 0.4 M parameters",
+)
+register_model(
+    "small_cnn_3d",
+    small_cnn.small_cnn_3d,
+    3,
+    "small baseline 3D CNN: 4 conv-BN-ReLU blocks (32-256 wide), 1.2 M parameters",
+)
+register_model(
+    "resnet18_3d",
+    resnet3d.resnet18_3d,
+    3,
+    "MONAI 3D ResNet-18 with a 3^3 stride-1 stem and no max-pool for small volumes",
+)
+register_model(
+    "resnet50_3d",
+    resnet3d.resnet50_3d,
+    3,
+    "MONAI 3D ResNet-50 with a 3^3 stride-1 stem and no max-pool for small volumes",
+)
+
+
+def list_models(spatial_dims: int | None = None) -> list[dict]:
+    """medlens' own models as dicts with ``name``, ``spatial_dims`` and ``description``.
+
+    ``spatial_dims`` (2 or 3) keeps only the models for that kind of data.
+    """
+    return [
+        {"name": s.name, "spatial_dims": s.spatial_dims, "description": s.description}
+        for s in _MODELS.values()
+        if spatial_dims is None or s.spatial_dims == spatial_dims
+    ]
+
+
+def list_timm_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """timm model names matching a wildcard ``pattern`` (e.g. ``"resnet*"``), all 2D.
+
+    ``pretrained=True`` lists only names with pretrained weights (with their ``.tag``).
+    """
+    import timm
+
+    return list(timm.list_models(pattern, pretrained=pretrained))
+
+
+def model_spatial_dims(name: str) -> int:
+    """2 or 3: the kind of data a model takes (2 for every timm model)."""
+    spec = _MODELS.get(_own_key(name))
+    if spec is not None:
+        return spec.spatial_dims
+    if _timm_name(name) is not None:
+        return 2
+    raise _unknown_model(name)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (only those with ``requires_grad`` if asked)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def create_model(
+    name: str,
+    *,
+    in_chans: int,
+    num_classes: int,
+    spatial_dims: int = 2,
+    pretrained: bool = False,
+    drop_rate: float = 0.0,
+) -> nn.Module:
+    """Build a model by name for ``in_chans``-channel, ``spatial_dims``-D data.
+
+    medlens' own models (see :func:`list_models`) are looked up first, then timm's
+    (``timm.is_model``; 2D only). Raises ModelError for an unknown name, a model that cannot
+    take this data (2D model, 3D data or the reverse), or pretrained weights that cannot be
+    downloaded.
+    """
+    _check_args(in_chans, num_classes, spatial_dims, drop_rate)
+    kwargs = {
+        "in_chans": in_chans,
+        "num_classes": num_classes,
+        "pretrained": pretrained,
+        "drop_rate": drop_rate,
+    }
+    spec = _MODELS.get(_own_key(name))
+    if spec is not None:
+        if spec.spatial_dims != spatial_dims:
+            raise _wrong_dims(spec.name, spec.spatial_dims, spatial_dims)
+        with _pretrained_download(spec.name, pretrained):
+            return spec.builder(**kwargs)
+
+    timm_name = _timm_name(name)
+    if timm_name is None:
+        raise _unknown_model(name)
+    if spatial_dims != 2:
+        raise _wrong_dims(timm_name, 2, spatial_dims, source="timm")
+    import timm
+
+    if pretrained and not timm.models.is_model_pretrained(timm_name):
+        raise ModelError(
+            f"timm has no pretrained weights for {timm_name}",
+            hint="set pretrained to false, or pick a model listed by "
+            "`timm.list_models(pretrained=True)`",
+        )
+    with _pretrained_download(timm_name, pretrained):
+        return timm.create_model(timm_name, **kwargs)
+
+
+# --- name resolution and error messages ---------------------------------------------------
+
+
+def _own_key(name: str) -> str:
+    """Registry key for a user-typed name (case and surrounding spaces don't matter)."""
+    return name.strip().lower()
+
+
+def _timm_name(name: str) -> str | None:
+    """The timm name for ``name`` (exact, else lower-cased), or None if timm lacks it."""
+    import timm
+
+    for candidate in (name.strip(), name.strip().lower()):
+        if candidate and timm.is_model(candidate):
+            return candidate
+    return None
+
+
+def _names_for(spatial_dims: int) -> str:
+    """Comma-separated names of medlens' own models for ``spatial_dims``-D data."""
+    return ", ".join(m["name"] for m in list_models(spatial_dims))
+
+
+def _wrong_dims(name: str, model_dims: int, data_dims: int, source: str = "medlens") -> ModelError:
+    """ModelError for a 2D model on 3D data or the reverse, naming models that fit."""
+    fits = _names_for(data_dims)
+    where = " (timm models are 2D only)" if source == "timm" else ""
+    return ModelError(
+        f"model {name} is {model_dims}D{where} but the data is {data_dims}D",
+        hint=f"pick a {data_dims}D model: {fits}" if fits else "pick a model for this data",
+    )
+
+
+def _unknown_model(name: str) -> ModelError:
+    """ModelError for an unknown name, suggesting close medlens and timm names."""
+    import timm
+
+    candidates = list(_MODELS) + list(timm.list_models())
+    close = difflib.get_close_matches(_own_key(name), candidates, n=5, cutoff=0.6)
+    suggestion = f"did you mean {', '.join(close)}? " if close else ""
+    return ModelError(
+        f"unknown model {name!r}: neither a medlens model nor a timm model",
+        hint=f"{suggestion}`medlens models` lists the available models",
+    )
+
+
+def _check_args(in_chans: int, num_classes: int, spatial_dims: int, drop_rate: float) -> None:
+    """ModelError for arguments no model can take."""
+    if spatial_dims not in (2, 3):
+        raise ModelError(
+            f"spatial_dims must be 2 (images) or 3 (volumes), got {spatial_dims}",
+            hint="set spatial_dims to 2 or 3",
+        )
+    if in_chans < 1:
+        raise ModelError(f"in_chans must be at least 1, got {in_chans}", hint="set in_chans >= 1")
+    if num_classes < 1:
+        raise ModelError(
+            f"num_classes must be at least 1, got {num_classes}", hint="set num_classes >= 1"
+        )
+    if not 0.0 <= drop_rate < 1.0:
+        raise ModelError(
+            f"drop_rate must lie in [0, 1), got {drop_rate}", hint="use a drop_rate like 0.2"
+        )
+
+
+# --- pretrained weight downloads -------------------------------------------------------------
+
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub opens within ``timeout`` seconds.
+
+    Behind a proxy a direct connection says nothing, so the Hub is then assumed reachable.
+    """
+    if any(os.environ.get(var) for var in _PROXY_VARS):
+        return True
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _hub_offline_if_unreachable() -> Iterator[None]:
+    """Put huggingface_hub in offline mode while the Hub cannot be reached.
+
+    Offline, huggingface_hub retries a missing file for about a minute before giving up;
+    in offline mode it uses its local cache at once (and fails at once without a cached file).
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or _hub_reachable():
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
+
+
+@contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    """Silence huggingface_hub's per-retry warnings; the ModelError says what went wrong."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def _pretrained_download(name: str, pretrained: bool) -> Iterator[None]:
+    """Turn a failed pretrained-weights download inside the block into a one-line ModelError."""
+    if not pretrained:
+        yield
+        return
+    try:
+        with _hub_offline_if_unreachable(), _quiet_hub_logs():
+            yield
+    except ModelError:
+        raise
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if len(reason) > 120:
+            reason = reason[:117] + "..."
+        offline = isinstance(exc, OSError)
+        what = "downloaded" if offline else "loaded"
+        may_be = "; this machine may be offline" if offline else ""
+        raise ModelError(
+            f"the pretrained weights for {name} could not be {what}{may_be} "
+            f"({type(exc).__name__}: {reason})",
+            hint="train from scratch (pretrained: false) or pass a local weights file",
+        ) from exc
