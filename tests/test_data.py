@@ -176,3 +176,37 @@ def test_real_fingerprint(medmnist_dir):
     assert fp.minority_fraction == pytest.approx(1214 / 4708, abs=1e-4)
     assert fp.modality == "chest x-ray" and fp.task == "binary"
     assert fp.duplicates.across_splits > 0  # the official splits share a few identical images
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A loopback HTTP server over a folder, standing in for Zenodo."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_checks_the_md5(file_server, medmnist_dir, tmp_path, monkeypatch):
+    served, base = file_server
+    monkeypatch.setattr(
+        medmnist.MedMNISTSpec, "url", lambda self, size=28: f"{base}/{self.flag}.npz"
+    )
+    (served / "breastmnist.npz").write_bytes((medmnist_dir / "breastmnist.npz").read_bytes())
+    target = tmp_path / "downloads"
+    ds = load_dataset("breastmnist", data_dir=str(target))
+    assert len(ds.splits["train"]) == 546 and (target / "breastmnist.npz").is_file()
+
+    good = (medmnist_dir / "pneumoniamnist.npz").read_bytes()
+    (served / "pneumoniamnist.npz").write_bytes(good[:-10] + b"0123456789")  # corrupted
+    with pytest.raises(DataError, match="downloaded pneumoniamnist.npz failed its MD5 check"):
+        load_dataset("pneumoniamnist", data_dir=str(target))
+    assert not (target / "pneumoniamnist.npz").exists()  # no corrupt file left behind

@@ -140,10 +140,10 @@ def download(spec: MedMNISTSpec, size: int, data_dir: Path) -> Path:
     path = data_dir / spec.filename(size)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        download_url(spec.url(size), root=str(data_dir), filename=path.name, md5=spec.md5(size))
+        # md5=None: torchvision only fetches; the check below gives the clearer message
+        download_url(spec.url(size), root=str(data_dir), filename=path.name, md5=None)
     except Exception as exc:  # urllib raises many kinds; all mean "not downloaded"
-        if path.exists() and not check_integrity(str(path), spec.md5(size)):
-            path.unlink()  # never leave a truncated file that would fail later, less clearly
+        path.unlink(missing_ok=True)  # never leave a partial file that would fail later
         raise DatasetNotFoundError(
             f"{path.name} is not in {data_dir} and downloading it failed "
             f"({type(exc).__name__}: {exc})",
@@ -151,7 +151,11 @@ def download(spec: MedMNISTSpec, size: int, data_dir: Path) -> Path:
             "or point --data-dir (or MEDLENS_DATA) at the folder that holds it",
         ) from exc
     if not check_integrity(str(path), spec.md5(size)):
-        raise DataError(f"{path} failed its MD5 check", hint="delete it and download it again")
+        path.unlink()
+        raise DataError(
+            f"the downloaded {path.name} failed its MD5 check and was deleted",
+            hint="download it again; if it keeps failing, fetch it by hand",
+        )
     return path
 
 

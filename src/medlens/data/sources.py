@@ -25,7 +25,7 @@ def load_dataset(
     if path.suffix == ".npz":
         if size is not None:
             raise DataError(f"--size applies to MedMNIST names, not to the file {path}")
-        return load_npz_dataset(path)
+        return load_npz_dataset(path.resolve())  # absolute: plan.yaml must work from anywhere
     if path.exists():
         raise DataError(
             f"{path} is not a format medlens reads yet",

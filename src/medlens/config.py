@@ -1,0 +1,207 @@
+"""The plan (recipe) as validated pydantic models, with YAML in and out.
+
+Every field can be overridden from the command line with ``--set section.field=value``:
+
+>>> plan = Plan.model_validate(example_plan_dict())  # doctest: +SKIP
+>>> apply_overrides(plan, {"train.epochs": "5"}).train.epochs  # doctest: +SKIP
+5
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medlens.errors import ConfigError
+
+PLAN_VERSION = 1
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which data, at which size, and how it is normalised."""
+
+    source: str = Field(description="MedMNIST name (e.g. pneumoniamnist) or a .npz path")
+    data_dir: str | None = Field(None, description="folder holding MedMNIST .npz files")
+    size: int | None = Field(None, description="MedMNIST image size: 28, 64, 128 or 224")
+    task: Literal["binary", "multi-class", "multi-label", "ordinal"]
+    spatial_dims: Literal[2, 3] = 2
+    in_chans: int = Field(ge=1)
+    n_classes: int = Field(ge=2)
+    label_names: list[str]
+    mean: list[float] = Field(description="per-channel mean (0-1 scale) subtracted on the fly")
+    std: list[float] = Field(description="per-channel std (0-1 scale) divided on the fly")
+
+
+class ModelConfig(_Section):
+    """The network: any timm name, or medlens' own (see ``medlens models``)."""
+
+    name: str
+    pretrained: bool = False
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class AugmentConfig(_Section):
+    """Batched augmentation applied on the training device."""
+
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = Field(False, description="random multiples of 90 degrees (2D and 3D)")
+    rotate_deg: float = Field(0.0, ge=0.0, le=180.0, description="max in-plane rotation")
+    scale: tuple[float, float] = Field((1.0, 1.0), description="random zoom range")
+    translate: float = Field(0.0, ge=0.0, le=0.5, description="max shift, fraction of size")
+    brightness: float = Field(0.0, ge=0.0, le=1.0, description="max additive change (0-1 scale)")
+    contrast: float = Field(0.0, ge=0.0, le=1.0, description="max relative contrast change")
+    p: float = Field(1.0, ge=0.0, le=1.0, description="probability that an image is augmented")
+
+    @model_validator(mode="after")
+    def _scale_order(self) -> AugmentConfig:
+        lo, hi = self.scale
+        if not 0 < lo <= hi:
+            raise ValueError("scale must be (lo, hi) with 0 < lo <= hi")
+        return self
+
+
+class LossConfig(_Section):
+    """Cross-entropy for single-label tasks, BCE-with-logits for multi-label; optional focal."""
+
+    name: Literal["cross_entropy", "bce", "focal"]
+    class_weights: Literal["none", "balanced", "sqrt"] = "none"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+
+
+class OptimConfig(_Section):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
+
+
+class ScheduleConfig(_Section):
+    name: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0, description="final lr / peak lr")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without gain")
+    amp: bool = Field(True, description="bf16 autocast on GPUs that support it")
+    channels_last: bool = True
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    deterministic: bool = Field(False, description="deterministic GPU kernels (slower)")
+
+
+class Plan(_Section):
+    """The whole recipe; written as plan.yaml and read back with ``--plan``."""
+
+    version: int = PLAN_VERSION
+    data: DataConfig
+    model: ModelConfig
+    augment: AugmentConfig
+    loss: LossConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    train: TrainConfig
+    notes: list[str] = Field(default_factory=list, description="why the planner chose this")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        if self.data.task == "multi-label" and self.loss.name == "cross_entropy":
+            raise ValueError("multi-label tasks need loss.name bce or focal, not cross_entropy")
+        if self.data.task != "multi-label" and self.loss.name == "bce":
+            raise ValueError(f"a {self.data.task} task needs cross_entropy or focal, not bce")
+        if len(self.data.mean) != self.data.in_chans or len(self.data.std) != self.data.in_chans:
+            raise ValueError("data.mean and data.std need one value per input channel")
+        if len(self.data.label_names) != self.data.n_classes:
+            raise ValueError("data.label_names needs one name per class")
+        return self
+
+
+def _format_validation_error(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "plan"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"{where}: " + "; ".join(parts)
+
+
+def validate_plan(data: dict[str, Any], where: str = "plan") -> Plan:
+    """Build a :class:`Plan` from a dict, or raise :class:`ConfigError` naming each bad field."""
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            _format_validation_error(exc, where), hint="correct those fields"
+        ) from exc
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a plan.yaml."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"plan file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a plan (a YAML mapping)")
+    return validate_plan(data, where=str(path))
+
+
+def dump_plan(plan: Plan) -> str:
+    """The plan as YAML, in the order of its sections."""
+    return yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False, width=100)
+
+
+def save_plan(plan: Plan, path: str | Path) -> None:
+    Path(path).write_text(dump_plan(plan))
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    """``["train.epochs=5"]`` -> ``{"train.epochs": "5"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set loss.name=focal")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
+    """A new plan with dotted-key overrides applied and the whole plan validated again.
+
+    String values are parsed as YAML scalars, so ``"5"`` becomes 5 and ``"[0.9, 1.1]"`` a list.
+    """
+    data = plan.model_dump(mode="json")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value != "" else value
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--set {key}={value!r}: cannot parse the value") from exc
+        section, _, field = key.partition(".")
+        if section not in data or not isinstance(data[section], dict) or field not in data[section]:
+            valid = [
+                f"{s}.{f}" for s, fields in data.items() if isinstance(fields, dict) for f in fields
+            ]
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "see plan.yaml for the fields"
+            raise ConfigError(f"unknown plan field {key!r}", hint=hint)
+        data[section][field] = value
+    return validate_plan(data, where="plan with overrides")
