@@ -1,0 +1,76 @@
+"""How training reports its progress: silently (the API default) or with rich progress bars."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class Reporter(Protocol):
+    def epoch_start(self, epoch: int, epochs: int, n_batches: int) -> None: ...
+    def batch_end(self, loss: float | None) -> None: ...
+    def epoch_end(self, record: dict[str, Any]) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class SilentReporter:
+    """Reports nothing (for tests and library use)."""
+
+    def epoch_start(self, epoch: int, epochs: int, n_batches: int) -> None:
+        pass
+
+    def batch_end(self, loss: float | None) -> None:
+        pass
+
+    def epoch_end(self, record: dict[str, Any]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+class RichReporter:
+    """One progress bar per epoch with the running train loss, then a line with val AUC/ACC."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._progress: Progress | None = None
+        self._task = None
+        self._epoch_label = ""
+
+    def epoch_start(self, epoch: int, epochs: int, n_batches: int) -> None:
+        self._epoch_label = f"epoch {epoch + 1}/{epochs}"
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,  # logs and CI get the epoch lines only
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(self._epoch_label, total=n_batches, loss="-")
+
+    def batch_end(self, loss: float | None) -> None:
+        if self._progress is not None:
+            fields = {"loss": f"{loss:.4f}"} if loss is not None else {}
+            self._progress.update(self._task, advance=1, **fields)
+
+    def epoch_end(self, record: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        star = " [green]*best*[/green]" if record.get("is_best") else ""
+        self.console.print(
+            f"{self._epoch_label}  loss {record['train_loss']:.4f}  "
+            f"val AUC {record['val_auc']:.4f} ACC {record['val_acc']:.4f}  "
+            f"lr {record['lr']:.1e}  {record['images_per_s']:.0f} img/s{star}",
+            highlight=False,
+        )
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
