@@ -1,0 +1,357 @@
+"""The stages as Python functions; the CLI is a thin layer over these.
+
+>>> import medlens.api as ml
+>>> fp = ml.data_info("breastmnist", data_dir="../shared/data/medmnist")  # doctest: +SKIP
+>>> result = ml.train("breastmnist", data_dir="data", epochs=20)  # doctest: +SKIP
+>>> result.metrics["test"]["auc"]  # doctest: +SKIP
+0.87
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medlens.config import Plan, apply_overrides, load_plan, save_plan
+from medlens.data.dataset import ArrayDataset
+from medlens.data.fingerprint import Fingerprint, fingerprint
+from medlens.data.sources import load_dataset
+from medlens.errors import ConfigError
+from medlens.evaluate.metrics import classification_metrics, predict_labels
+from medlens.models.registry import model_spatial_dims
+from medlens.plan import make_plan
+from medlens.progress import Reporter, SilentReporter
+from medlens.rundir import RunDir, check_output, default_run_name, environment, write_json
+from medlens.train.device import resolve_device
+from medlens.train.loop import EpochCallback, FitResult, fit
+
+_FLAG_FIELDS = {
+    "model": "model.name",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "optim.lr",
+    "seed": "train.seed",
+    "device": "train.device",
+}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    plan: Plan
+    fit: FitResult
+    metrics: dict[str, Any]
+
+
+def data_info(
+    source: str, *, data_dir: str | None = None, size: int | None = None, download: bool = True
+) -> Fingerprint:
+    """Fingerprint a dataset: task, shapes, class counts, intensities, duplicates."""
+    return fingerprint(load_dataset(source, data_dir=data_dir, size=size, download=download))
+
+
+def flag_overrides(**flags: Any) -> dict[str, Any]:
+    """Map CLI-style keyword flags (``epochs=5``) to dotted plan fields."""
+    unknown = set(flags) - set(_FLAG_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
+    return {_FLAG_FIELDS[k]: v for k, v in flags.items() if v is not None}
+
+
+def plan(
+    source: str,
+    *,
+    data_dir: str | None = None,
+    size: int | None = None,
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    download: bool = True,
+) -> tuple[Plan, Fingerprint, ArrayDataset]:
+    """The default recipe for ``source`` on ``device``, with ``overrides`` applied."""
+    ds = load_dataset(source, data_dir=data_dir, size=size, download=download)
+    fp = fingerprint(ds)
+    overrides = dict(overrides or {})
+    overrides.setdefault("train.device", device)
+    kind = resolve_device(str(overrides["train.device"])).type
+    recipe = make_plan(fp, device=kind, data_dir=data_dir, size=size, overrides=overrides)
+    return recipe, fp, ds
+
+
+def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
+    """The plan must describe this data, and its model must take it (checked before any write)."""
+    d = recipe.data
+    found = {
+        "task": ds.task,
+        "in_chans": ds.in_chans,
+        "n_classes": ds.n_classes,
+        "spatial_dims": ds.spatial_dims,
+    }
+    wrong = [
+        f"data.{k} is {getattr(d, k)} but the data has {v}"
+        for k, v in found.items()
+        if getattr(d, k) != v
+    ]
+    if wrong:
+        raise ConfigError(
+            "the plan does not fit the data: " + "; ".join(wrong),
+            hint="make a new plan with `medlens plan` for this dataset",
+        )
+    dims = model_spatial_dims(recipe.model.name)
+    if dims != ds.spatial_dims:
+        raise ConfigError(
+            f"model {recipe.model.name} is {dims}D but the data is {ds.spatial_dims}D",
+            hint="see `medlens models` for models of the right kind",
+        )
+
+
+def _load_for_plan(recipe: Plan, data_dir: str | None, download: bool) -> ArrayDataset:
+    return load_dataset(
+        recipe.data.source,
+        data_dir=data_dir or recipe.data.data_dir,
+        size=recipe.data.size if not recipe.data.source.endswith(".npz") else None,
+        download=download,
+    )
+
+
+def train(
+    source: str | None = None,
+    *,
+    plan_file: str | Path | None = None,
+    data_dir: str | None = None,
+    size: int | None = None,
+    output: str | Path | None = None,
+    resume: bool = False,
+    overrides: dict[str, Any] | None = None,
+    download: bool = True,
+    reporter: Reporter | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+    **flags: Any,
+) -> TrainResult:
+    """Fingerprint, plan, train and evaluate: the whole first half of the flow.
+
+    ``flags`` are the CLI's shortcuts (model, epochs, batch_size, lr, seed, device); ``overrides``
+    any dotted plan field. With ``resume=True`` the run in ``output`` continues from its last
+    checkpoint with its own plan.
+    """
+    reporter = reporter or SilentReporter()
+    overrides = {**(overrides or {}), **flag_overrides(**flags)}
+    if resume:
+        if output is None:
+            raise ConfigError("--resume needs --output naming the run to continue")
+        run = RunDir(Path(output))
+        check_output(run, resume=True)
+        if overrides or plan_file:
+            raise ConfigError(
+                "a resumed run keeps its own plan.yaml; options that change it "
+                "cannot be combined with --resume",
+                hint="drop those options, or start a new run",
+            )
+        recipe = load_plan(run.plan)
+        ds = _load_for_plan(recipe, data_dir, download)
+        check_plan_fits(recipe, ds)
+    else:
+        if plan_file is not None:
+            recipe = load_plan(plan_file)
+            if overrides:
+                recipe = apply_overrides(recipe, overrides)
+            if source is not None and Path(source).stem != Path(recipe.data.source).stem:
+                raise ConfigError(
+                    f"the plan is for {recipe.data.source}, not {source}",
+                    hint="drop the dataset argument or use a plan made for it",
+                )
+            ds = _load_for_plan(recipe, data_dir, download)
+            fp = fingerprint(ds)
+        elif source is None:
+            raise ConfigError("no dataset given", hint="name one, e.g. medlens train breastmnist")
+        else:
+            recipe, fp, ds = plan(
+                source, data_dir=data_dir, size=size, overrides=overrides, download=download
+            )
+        check_plan_fits(recipe, ds)
+        run = RunDir(
+            Path(output) if output else Path("runs") / default_run_name(ds.name, recipe.model.name)
+        )
+        check_output(run, resume=False)
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_plan(recipe, run.plan)
+        write_json(run.fingerprint, fp.model_dump(mode="json"))
+        write_json(
+            run.env, environment(recipe.train.seed, str(resolve_device(recipe.train.device)))
+        )
+        for line in describe(fp, recipe):
+            reporter.message(line)
+    reporter.message(f"run directory: {run.root}")
+    result = fit(recipe, ds, run, resume=resume, reporter=reporter, callbacks=callbacks)
+    metrics = evaluate_run(run, ds=ds)
+    return TrainResult(run_dir=run.root, plan=recipe, fit=result, metrics=metrics)
+
+
+def describe(fp: Fingerprint, recipe: Plan) -> list[str]:
+    """A few lines saying what the data is and what the plan will do with it."""
+    n = fp.n_images
+    shape = "x".join(map(str, [fp.in_chans, *fp.image_shape]))
+    aug = recipe.augment
+    geometric = [
+        name
+        for name, on in (("hflip", aug.hflip), ("vflip", aug.vflip), ("rot90", aug.rot90))
+        if on
+    ]
+    geometric.append(f"rotate {aug.rotate_deg:g} deg, zoom {aug.scale[0]:g}-{aug.scale[1]:g}")
+    return [
+        f"data: {fp.name} ({fp.modality}), {fp.task}, {shape}, train {n['train']} / val "
+        f"{n['val']} / test {n['test']}, smallest class {fp.minority_fraction:.1%}",
+        f"plan: {recipe.model.name}, {recipe.train.epochs} epochs, batch "
+        f"{recipe.train.batch_size}, {recipe.optim.name} lr {recipe.optim.lr:g} "
+        f"({recipe.schedule.name}), loss {recipe.loss.name}, augment: {', '.join(geometric)}",
+    ]
+
+
+def _load_model(run: RunDir, recipe: Plan, device):
+    from medlens.train.checkpoint import load_weights
+    from medlens.train.loop import build_model_for
+
+    model = build_model_for(
+        recipe.model_copy(update={"model": recipe.model.model_copy(update={"pretrained": False})}),
+        device,
+    )
+    info = load_weights(run.best, model)
+    return model, info
+
+
+def evaluate_run(
+    run_dir: str | Path | RunDir,
+    *,
+    ds: ArrayDataset | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on val and test; writes metrics.json and predictions.csv."""
+    from medlens.data.loader import DeviceArrays
+    from medlens.inference import predict_arrays
+
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    run.require_trained()
+    recipe = load_plan(run.plan)
+    if ds is None:
+        ds = _load_for_plan(recipe, data_dir, download)
+        check_plan_fits(recipe, ds)
+    device = resolve_device(recipe.train.device)
+    model, info = _load_model(run, recipe, device)
+    out: dict[str, Any] = {
+        "dataset": ds.name,
+        "model": recipe.model.name,
+        "checkpoint": {"path": str(run.best), **info},
+    }
+    rows = []
+    for split in ("val", "test"):
+        data = DeviceArrays(
+            ds.splits[split].images,
+            ds.splits[split].labels,
+            device,
+            recipe.data.mean,
+            recipe.data.std,
+            recipe.train.channels_last and recipe.data.spatial_dims == 2,
+        )
+        probs, labels, speed = predict_arrays(
+            model, data, recipe.data.task, recipe.train.eval_batch_size, recipe.train.amp
+        )
+        metrics = classification_metrics(
+            labels, probs, recipe.data.task, label_names=recipe.data.label_names
+        )
+        metrics["inference_images_per_s"] = round(speed, 1)
+        out[split] = metrics
+        rows.extend(_prediction_rows(split, labels, probs, recipe))
+    write_json(run.metrics, out)
+    _write_predictions(run.predictions, rows, recipe)
+    return out
+
+
+def _prediction_rows(split: str, labels: np.ndarray, probs: np.ndarray, recipe: Plan) -> list:
+    pred = predict_labels(probs, recipe.data.task)
+    names = recipe.data.label_names
+    rows = []
+    for i in range(len(probs)):
+        if recipe.data.task == "multi-label":
+            true = ";".join(n for n, v in zip(names, labels[i], strict=True) if v > 0.5)
+            guess = ";".join(n for n, v in zip(names, pred[i], strict=True) if v)
+        else:
+            true, guess = names[int(labels[i])], names[int(pred[i])]
+        rows.append([split, i, true, guess, *(f"{p:.6f}" for p in probs[i])])
+    return rows
+
+
+def _write_predictions(path: Path, rows: list, recipe: Plan, first: str = "split") -> None:
+    header = [first, "index", "label", "predicted"] + [f"p_{n}" for n in recipe.data.label_names]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def predict(
+    run_dir: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    output: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Class probabilities for image files (or folders of them); writes a CSV when ``output``."""
+    import torch
+
+    from medlens.data.images import expand_inputs, read_image
+    from medlens.data.loader import DeviceArrays
+    from medlens.inference import predict_arrays
+
+    run = RunDir(Path(run_dir))
+    run.require_trained()
+    recipe = load_plan(run.plan)
+    shape = tuple(json.loads(run.fingerprint.read_text())["image_shape"])
+    files = expand_inputs(list(inputs))
+    images = np.stack([read_image(f, recipe.data.in_chans, shape) for f in files])
+    device = resolve_device(recipe.train.device)
+    model, _ = _load_model(run, recipe, device)
+    dummy = np.zeros(
+        (len(files),) + ((recipe.data.n_classes,) if recipe.data.task == "multi-label" else ()),
+        dtype=np.int64,
+    )
+    data = DeviceArrays(
+        images,
+        dummy,
+        device,
+        recipe.data.mean,
+        recipe.data.std,
+        recipe.train.channels_last and recipe.data.spatial_dims == 2,
+    )
+    with torch.inference_mode():
+        probs, _, _ = predict_arrays(
+            model, data, recipe.data.task, recipe.train.eval_batch_size, recipe.train.amp
+        )
+    pred = predict_labels(probs, recipe.data.task)
+    names = recipe.data.label_names
+    results = []
+    for f, p, k in zip(files, probs, pred, strict=True):
+        label = (
+            ";".join(n for n, v in zip(names, k, strict=True) if v)
+            if recipe.data.task == "multi-label"
+            else names[int(k)]
+        )
+        results.append(
+            {
+                "path": str(f),
+                "predicted": label,
+                **{f"p_{n}": float(v) for n, v in zip(names, p, strict=True)},
+            }
+        )
+    if output is not None:
+        with Path(output).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(results[0]))
+            writer.writeheader()
+            writer.writerows(results)
+    return results

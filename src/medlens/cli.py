@@ -1,0 +1,473 @@
+"""The ``medlens`` command: a thin Typer layer over :mod:`medlens.api`.
+
+Every user error is a :class:`~medlens.errors.MedlensError`; ``main`` prints it on one line and
+exits with code 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medlens import __version__
+from medlens.errors import MedlensError
+
+app = typer.Typer(
+    name="medlens",
+    help="Medical image classification: fingerprint a dataset, plan a recipe, train, evaluate "
+    "and predict. Each command's --help explains its options.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(
+    help="Inspect datasets: list MedMNIST sets, fingerprint one.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder with MedMNIST .npz files (default: $MEDLENS_DATA, else ~/.medmnist).",
+        show_default=False,
+    ),
+]
+Size = Annotated[
+    int | None,
+    typer.Option(
+        "--size",
+        help="MedMNIST image size: 28, 64, 128 or 224 (3D: 28 or 64). Default 28.",
+        show_default=False,
+    ),
+]
+Download = Annotated[
+    bool,
+    typer.Option(
+        "--download/--no-download", help="Download missing MedMNIST files (with MD5 check)."
+    ),
+]
+Device = Annotated[
+    str | None,
+    typer.Option("--device", help="auto (CUDA when available), cpu or cuda.", show_default=False),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override any plan field, e.g. --set loss.name=focal --set augment.hflip=true. "
+        "Repeatable.",
+        show_default=False,
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"medlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Medical image classification, from a dataset to a trained and evaluated model."""
+
+
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    from medlens.config import parse_set_options
+
+    return parse_set_options(items or [])
+
+
+# ----------------------------------------------------------------------------------------- data
+@data_app.command("info")
+def data_info(
+    dataset: Annotated[
+        str,
+        typer.Argument(
+            help="MedMNIST name (e.g. pneumoniamnist, "
+            "organmnist3d_64) or a MedMNIST-format .npz file."
+        ),
+    ],
+    data_dir: DataDir = None,
+    size: Size = None,
+    download: Download = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fingerprint as JSON.")] = False,
+) -> None:
+    """Fingerprint a dataset: task, image shape, class counts per split, intensities, duplicates."""
+    from medlens.api import data_info as api_data_info
+
+    fp = api_data_info(dataset, data_dir=data_dir, size=size, download=download)
+    if as_json:
+        print(fp.model_dump_json(indent=2))
+        return
+    _print_fingerprint(fp)
+
+
+def _print_fingerprint(fp) -> None:
+    console.print(
+        f"[bold]{fp.name}[/bold]  {fp.modality}, {fp.task}, {fp.spatial_dims}D, "
+        f"{fp.in_chans} channel(s), {'x'.join(map(str, fp.image_shape))}"
+    )
+    console.print(f"source: {fp.source}")
+    table = Table("class", "train", "val", "test", title="images per class")
+    for i, name in enumerate(fp.label_names):
+        table.add_row(name, *(str(fp.class_counts[s][i]) for s in ("train", "val", "test")))
+    table.add_row("[bold]all[/bold]", *(str(fp.n_images[s]) for s in ("train", "val", "test")))
+    console.print(table)
+    console.print(
+        f"smallest class: {fp.minority_fraction:.1%} of train; imbalance ratio "
+        f"{fp.imbalance_ratio:g}"
+    )
+    console.print(
+        f"intensity (0-1): mean {fp.intensity.mean}, std {fp.intensity.std}, "
+        f"1st-99th pct {fp.intensity.p01}-{fp.intensity.p99}"
+    )
+    d = fp.duplicates
+    console.print(
+        f"identical images: {d.within_train} repeats within train, "
+        f"{d.across_splits} shared across splits"
+        + (f" (e.g. {d.examples[0]})" if d.examples else "")
+    )
+
+
+@data_app.command("list")
+def data_list(data_dir: DataDir = None) -> None:
+    """List the MedMNIST datasets, their tasks and sizes, and which files are present locally."""
+    from medlens.data.medmnist import dataset_names, dataset_spec, default_data_dir
+
+    folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    table = Table(
+        "name",
+        "task",
+        "classes",
+        "modality",
+        "sizes",
+        "here",
+        caption=f"here: sizes found in {folder}",
+    )
+    for name in dataset_names():
+        spec = dataset_spec(name)
+        present = [str(s) for s in spec.sizes if (folder / spec.filename(s)).is_file()]
+        table.add_row(
+            name,
+            spec.task,
+            str(len(spec.label_names)),
+            spec.modality,
+            f"{spec.sizes[0]}-{spec.sizes[-1]}",
+            ",".join(present) or "-",
+        )
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------------------- plan
+@app.command("plan")
+def plan_cmd(
+    dataset: Annotated[str, typer.Argument(help="MedMNIST name or MedMNIST-format .npz file.")],
+    data_dir: DataDir = None,
+    size: Size = None,
+    device: Device = "auto",
+    set_: SetOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the plan here (YAML) instead of printing it.",
+            show_default=False,
+        ),
+    ] = None,
+    download: Download = True,
+) -> None:
+    """Choose a training recipe from the dataset's fingerprint; edit it, then train --plan it."""
+    from medlens.api import plan as api_plan
+    from medlens.config import dump_plan
+
+    recipe, _, _ = api_plan(
+        dataset,
+        data_dir=data_dir,
+        size=size,
+        device=device or "auto",
+        overrides=_overrides(set_),
+        download=download,
+    )
+    if output is None:
+        print(dump_plan(recipe), end="")
+    else:
+        output.write_text(dump_plan(recipe))
+        console.print(f"plan written to {output}; train with: medlens train --plan {output}")
+
+
+# ---------------------------------------------------------------------------------------- train
+@app.command("train")
+def train_cmd(
+    dataset: Annotated[
+        str | None,
+        typer.Argument(
+            help="MedMNIST name (pneumoniamnist, breastmnist_64, organmnist3d, ...) or a "
+            "MedMNIST-format .npz. Optional with --plan or --resume.",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    size: Size = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Any timm model name or a medlens model (see `medlens models`).",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Training epochs.", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Batch size.", show_default=False)
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", min=1e-12, help="Peak learning rate.", show_default=False),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Random seed (same seed, same result on the CPU).", show_default=False
+        ),
+    ] = None,
+    device: Device = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Run directory (default runs/<dataset>-<model>-<time>).",
+            show_default=False,
+        ),
+    ] = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="Train with this plan.yaml (from `medlens plan` or an earlier run).",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the run in --output from its last checkpoint."),
+    ] = False,
+    set_: SetOpt = None,
+    download: Download = True,
+) -> None:
+    """Fingerprint, plan, train and evaluate; everything lands in the run directory.
+
+    Example: medlens train pneumoniamnist --data-dir ../shared/data/medmnist
+    """
+    from medlens.api import train as api_train
+    from medlens.progress import RichReporter
+
+    reporter = RichReporter(console)
+    try:
+        result = api_train(
+            dataset,
+            plan_file=plan_file,
+            data_dir=data_dir,
+            size=size,
+            output=output,
+            resume=resume,
+            overrides=_overrides(set_),
+            download=download,
+            reporter=reporter,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+        )
+    except KeyboardInterrupt:
+        err_console.print(
+            "[yellow]interrupted[/yellow]: the last finished epoch is saved; "
+            "continue with: medlens train --resume --output <run directory>"
+        )
+        raise typer.Exit(130) from None
+    fr = result.fit
+    console.print(
+        f"best epoch {fr.best_epoch} (val AUC {fr.best_val_auc:.4f}) of "
+        f"{fr.epochs_run}" + (", stopped early" if fr.stopped_early else "")
+    )
+    _print_metrics(result.metrics)
+    console.print(f"run directory: {result.run_dir}")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    from medlens.evaluate.metrics import METRIC_LABELS
+
+    table = Table(
+        "metric",
+        "val",
+        "test",
+        title=f"{metrics['model']} on {metrics['dataset']} (best checkpoint)",
+    )
+    for key, title in METRIC_LABELS.items():
+        if key in metrics["test"]:
+            table.add_row(title, _fmt(metrics["val"].get(key)), _fmt(metrics["test"][key]))
+    console.print(table)
+    per_class = Table(
+        "class",
+        "support",
+        "precision",
+        "recall",
+        "specificity",
+        "F1",
+        "AUC",
+        title="test, per class",
+    )
+    for row in metrics["test"]["per_class"]:
+        per_class.add_row(
+            row["name"],
+            str(row["support"]),
+            *(_fmt(row[k]) for k in ("precision", "recall", "specificity", "f1", "auc")),
+        )
+    console.print(per_class)
+    cm = metrics["test"]["confusion_matrix"]
+    if cm and not isinstance(cm[0][0], list):
+        names = metrics["test"]["label_names"]
+        table = Table("true \\ predicted", *names, title="test confusion matrix")
+        for name, row in zip(names, cm, strict=True):
+            table.add_row(name, *map(str, row))
+        console.print(table)
+
+
+# ------------------------------------------------------------------------------------- evaluate
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `medlens train`.")],
+    data_dir: DataDir = None,
+    download: Download = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json instead.")] = False,
+) -> None:
+    """Evaluate a run's best checkpoint on val and test; rewrite metrics.json, predictions.csv."""
+    from medlens.api import evaluate_run
+
+    metrics = evaluate_run(run, data_dir=data_dir, download=download)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics)
+
+
+# -------------------------------------------------------------------------------------- predict
+@app.command("predict")
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `medlens train`.")],
+    images: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files (PNG, JPEG, TIFF, BMP; .npy for volumes) or folders of them."
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the predictions to this CSV.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Predict class probabilities for images with a trained run."""
+    from medlens.api import predict
+
+    results = predict(run, images, output=output)
+    table = Table("file", "predicted", *[k for k in results[0] if k.startswith("p_")])
+    for r in results[:50]:
+        table.add_row(
+            Path(r["path"]).name,
+            r["predicted"],
+            *(f"{v:.4f}" for k, v in r.items() if k.startswith("p_")),
+        )
+    console.print(table)
+    if len(results) > 50:
+        console.print(f"... {len(results) - 50} more" + (f" in {output}" if output else ""))
+    if output:
+        console.print(f"predictions written to {output}")
+
+
+# --------------------------------------------------------------------------------------- models
+@app.command("models")
+def models_cmd(
+    timm_pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--timm",
+            help="Also list timm models matching this pattern, e.g. 'efficientnet*'.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List medlens' own models; any timm model name works too (filter them with --timm)."""
+    from medlens.models.registry import list_models, list_timm_models
+
+    table = Table("name", "dims", "description", title="medlens models")
+    for spec in list_models():
+        table.add_row(spec["name"], f"{spec['spatial_dims']}D", spec["description"])
+    console.print(table)
+    if timm_pattern:
+        names = list_timm_models(timm_pattern)
+        console.print(f"{len(names)} timm models match {timm_pattern!r}:")
+        console.print(", ".join(names) or "-")
+    else:
+        console.print(
+            "Every 2D timm model name also works (e.g. resnet50, efficientnet_b0, "
+            "vit_small_patch16_224); list them with --timm 'pattern'."
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; print user errors on one line and exit 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MedlensError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except typer.TyperException as exc:  # usage errors: bad option values, missing arguments
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err_console.print(f"[red]error:[/red] {text}{where}", highlight=False, soft_wrap=True)
+        return getattr(exc, "exit_code", 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
