@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
 from torch import nn
@@ -52,13 +53,13 @@ def register_model(name: str, builder: Builder, spatial_dims: int, description: 
 
 register_model(
     "resnet18_medmnist",
-    resnet_medmnist.resnet18_medmnist,
+    partial(resnet_medmnist.build, "resnet18_medmnist"),
     2,
     "ResNet-18 with a 3x3 stride-1 stem and no max-pool for 28 px images (MedMNIST)",
 )
 register_model(
     "resnet50_medmnist",
-    resnet_medmnist.resnet50_medmnist,
+    partial(resnet_medmnist.build, "resnet50_medmnist"),
     2,
     "ResNet-50 with a 3x3 stride-1 stem and no max-pool for 28 px images (MedMNIST)",
 )
@@ -76,13 +77,13 @@ register_model(
 )
 register_model(
     "resnet18_3d",
-    resnet3d.resnet18_3d,
+    partial(resnet3d.build, "resnet18_3d"),
     3,
     "MONAI 3D ResNet-18 with a 3^3 stride-1 stem and no max-pool for small volumes",
 )
 register_model(
     "resnet50_3d",
-    resnet3d.resnet50_3d,
+    partial(resnet3d.build, "resnet50_3d"),
     3,
     "MONAI 3D ResNet-50 with a 3^3 stride-1 stem and no max-pool for small volumes",
 )

@@ -57,7 +57,7 @@ def zero_init_last_bn(model: nn.Module) -> None:
             nn.init.zeros_(module.bn2.weight)
 
 
-def _build(
+def build(
     name: str, *, in_chans: int, num_classes: int, pretrained: bool, drop_rate: float
 ) -> nn.Module:
     """MONAI 3D ResNet: 3^3 stride-1 stem, no max-pool, zero-init last BN, head dropout."""
@@ -83,29 +83,3 @@ def _build(
         head.load_state_dict(fc.state_dict())
         model.fc = head
     return model
-
-
-def resnet18_3d(
-    *, in_chans: int, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0
-) -> nn.Module:
-    """MONAI 3D ResNet-18 with a small-volume stem (3^3/1 conv, no max-pool)."""
-    return _build(
-        "resnet18_3d",
-        in_chans=in_chans,
-        num_classes=num_classes,
-        pretrained=pretrained,
-        drop_rate=drop_rate,
-    )
-
-
-def resnet50_3d(
-    *, in_chans: int, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0
-) -> nn.Module:
-    """MONAI 3D ResNet-50 with a small-volume stem (3^3/1 conv, no max-pool)."""
-    return _build(
-        "resnet50_3d",
-        in_chans=in_chans,
-        num_classes=num_classes,
-        pretrained=pretrained,
-        drop_rate=drop_rate,
-    )

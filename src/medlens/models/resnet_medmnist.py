@@ -35,7 +35,7 @@ def medmnist_stem(model: nn.Module, in_chans: int) -> nn.Module:
     return model
 
 
-def _build(
+def build(
     name: str, *, in_chans: int, num_classes: int, pretrained: bool, drop_rate: float
 ) -> nn.Module:
     """timm ResNet (pretrained passed through) with the MedMNIST small-input stem."""
@@ -49,29 +49,3 @@ def _build(
         drop_rate=drop_rate,
     )
     return medmnist_stem(model, in_chans)
-
-
-def resnet18_medmnist(
-    *, in_chans: int, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0
-) -> nn.Module:
-    """ResNet-18 with a 3x3/1 stem and no max-pool (MedMNIST, 28 px inputs)."""
-    return _build(
-        "resnet18_medmnist",
-        in_chans=in_chans,
-        num_classes=num_classes,
-        pretrained=pretrained,
-        drop_rate=drop_rate,
-    )
-
-
-def resnet50_medmnist(
-    *, in_chans: int, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0
-) -> nn.Module:
-    """ResNet-50 with a 3x3/1 stem and no max-pool (MedMNIST, 28 px inputs)."""
-    return _build(
-        "resnet50_medmnist",
-        in_chans=in_chans,
-        num_classes=num_classes,
-        pretrained=pretrained,
-        drop_rate=drop_rate,
-    )
