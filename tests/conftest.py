@@ -27,6 +27,7 @@ def medmnist_dir() -> Path:
 def _no_home_downloads(monkeypatch, tmp_path):
     """Keep tests from touching ~/.medmnist or the network through the default data dir."""
     monkeypatch.setenv("MEDLENS_DATA", str(tmp_path / "medlens_data_home"))
+    monkeypatch.setenv("MEDLENS_CACHE", str(tmp_path / "medlens_cache"))
 
 
 def blob_images(labels: np.ndarray, size: int, spatial_dims: int, rng) -> np.ndarray:

@@ -49,11 +49,48 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
+SOURCE_FIELDS = (
+    "label_columns",
+    "path_column",
+    "patient_column",
+    "split_column",
+    "skip_bad",
+    "cache_dir",
+)
+
+
+def source_options(fields: dict[str, Any], preprocess=None, seed: int = 0):
+    """:class:`SourceOptions` from plan-style fields (``label_columns=[...]``, ...)."""
+    from medlens.data.labelled import SourceOptions
+
+    return SourceOptions(
+        **{k: v for k, v in fields.items() if k in SOURCE_FIELDS}, preprocess=preprocess, seed=seed
+    )
+
+
+def _progress(reporter: Reporter | None):
+    return getattr(reporter, "cache_progress", None)
+
+
 def data_info(
-    source: str, *, data_dir: str | None = None, size: int | None = None, download: bool = True
+    source: str,
+    *,
+    data_dir: str | None = None,
+    size: int | None = None,
+    download: bool = True,
+    source_fields: dict[str, Any] | None = None,
+    reporter: Reporter | None = None,
 ) -> Fingerprint:
-    """Fingerprint a dataset: task, shapes, class counts, intensities, duplicates."""
-    return fingerprint(load_dataset(source, data_dir=data_dir, size=size, download=download))
+    """Fingerprint a dataset: task, shapes, class counts, patients, intensities, duplicates."""
+    ds = load_dataset(
+        source,
+        data_dir=data_dir,
+        size=size,
+        download=download,
+        options=source_options(source_fields or {}),
+        on_progress=_progress(reporter),
+    )
+    return fingerprint(ds)
 
 
 def flag_overrides(**flags: Any) -> dict[str, Any]:
@@ -72,14 +109,32 @@ def plan(
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
     download: bool = True,
+    source_fields: dict[str, Any] | None = None,
+    reporter: Reporter | None = None,
 ) -> tuple[Plan, Fingerprint, ArrayDataset]:
     """The default recipe for ``source`` on ``device``, with ``overrides`` applied."""
-    ds = load_dataset(source, data_dir=data_dir, size=size, download=download)
+    fields = {k: v for k, v in (source_fields or {}).items() if v not in (None, False, [])}
+    ds = load_dataset(
+        source,
+        data_dir=data_dir,
+        size=size,
+        download=download,
+        options=source_options(fields),
+        on_progress=_progress(reporter),
+    )
     fp = fingerprint(ds)
     overrides = dict(overrides or {})
     overrides.setdefault("train.device", device)
     kind = resolve_device(str(overrides["train.device"])).type
-    recipe = make_plan(fp, device=kind, data_dir=data_dir, size=size, overrides=overrides)
+    is_medmnist = "medmnist_flag" in fp.metadata
+    recipe = make_plan(
+        fp,
+        device=kind,
+        data_dir=data_dir,
+        size=size if is_medmnist else None,
+        overrides=overrides,
+        source_fields=fields,
+    )
     return recipe, fp, ds
 
 
@@ -110,12 +165,18 @@ def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
         )
 
 
-def _load_for_plan(recipe: Plan, data_dir: str | None, download: bool) -> ArrayDataset:
+def _load_for_plan(
+    recipe: Plan, data_dir: str | None, download: bool, reporter: Reporter | None = None
+) -> ArrayDataset:
+    """Reload exactly the data a plan was made for (the cache makes this cheap)."""
+    d = recipe.data
     return load_dataset(
-        recipe.data.source,
-        data_dir=data_dir or recipe.data.data_dir,
-        size=recipe.data.size if not recipe.data.source.endswith(".npz") else None,
+        d.source,
+        data_dir=data_dir or d.data_dir,
+        size=d.size,
         download=download,
+        on_progress=_progress(reporter),
+        options=source_options(d.model_dump(), d.preprocess, recipe.train.seed),
     )
 
 
@@ -131,6 +192,7 @@ def train(
     download: bool = True,
     reporter: Reporter | None = None,
     callbacks: Sequence[EpochCallback] = (),
+    source_fields: dict[str, Any] | None = None,
     **flags: Any,
 ) -> TrainResult:
     """Fingerprint, plan, train and evaluate: the whole first half of the flow.
@@ -153,7 +215,7 @@ def train(
                 hint="drop those options, or start a new run",
             )
         recipe = load_plan(run.plan)
-        ds = _load_for_plan(recipe, data_dir, download)
+        ds = _load_for_plan(recipe, data_dir, download, reporter)
         check_plan_fits(recipe, ds)
     else:
         if plan_file is not None:
@@ -165,13 +227,19 @@ def train(
                     f"the plan is for {recipe.data.source}, not {source}",
                     hint="drop the dataset argument or use a plan made for it",
                 )
-            ds = _load_for_plan(recipe, data_dir, download)
+            ds = _load_for_plan(recipe, data_dir, download, reporter)
             fp = fingerprint(ds)
         elif source is None:
             raise ConfigError("no dataset given", hint="name one, e.g. medlens train breastmnist")
         else:
             recipe, fp, ds = plan(
-                source, data_dir=data_dir, size=size, overrides=overrides, download=download
+                source,
+                data_dir=data_dir,
+                size=size,
+                overrides=overrides,
+                download=download,
+                source_fields=source_fields,
+                reporter=reporter,
             )
         check_plan_fits(recipe, ds)
         run = RunDir(

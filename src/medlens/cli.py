@@ -60,6 +60,53 @@ Device = Annotated[
     str | None,
     typer.Option("--device", help="auto (CUDA when available), cpu or cuda.", show_default=False),
 ]
+LabelCols = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label-column",
+        help="Manifest: the label column (classes), or repeat it for several 0/1 "
+        "columns (multi-label). Default: 'label'.",
+        show_default=False,
+    ),
+]
+PathCol = Annotated[
+    str | None,
+    typer.Option(
+        "--path-column",
+        help="Manifest: the column of image paths (default: path, image, file...).",
+        show_default=False,
+    ),
+]
+PatientCol = Annotated[
+    str | None,
+    typer.Option(
+        "--patient-column",
+        help="Manifest: patient ids; splits then keep each patient in one split.",
+        show_default=False,
+    ),
+]
+SplitCol = Annotated[
+    str | None,
+    typer.Option(
+        "--split-column",
+        help="Manifest: the user's own train/val/test column (checked for leaks).",
+        show_default=False,
+    ),
+]
+SkipBad = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad", help="Skip unreadable images and list them in skipped.csv beside the cache."
+    ),
+]
+CacheDir = Annotated[
+    str | None,
+    typer.Option(
+        "--cache-dir",
+        help="Where decoded images are cached (default $MEDLENS_CACHE or ~/.cache/medlens).",
+        show_default=False,
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -89,6 +136,19 @@ def _root(
     """Medical image classification, from a dataset to a trained and evaluated model."""
 
 
+def _source_fields(
+    label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+) -> dict[str, Any]:
+    return {
+        "label_columns": label_column or None,
+        "path_column": path_column,
+        "patient_column": patient_column,
+        "split_column": split_column,
+        "skip_bad": skip_bad,
+        "cache_dir": cache_dir,
+    }
+
+
 def _overrides(items: list[str] | None) -> dict[str, Any]:
     from medlens.config import parse_set_options
 
@@ -101,19 +161,36 @@ def data_info(
     dataset: Annotated[
         str,
         typer.Argument(
-            help="MedMNIST name (e.g. pneumoniamnist, "
-            "organmnist3d_64) or a MedMNIST-format .npz file."
+            help="MedMNIST name (e.g. pneumoniamnist, organmnist3d_64), a MedMNIST-format "
+            ".npz, an image folder (one sub-folder per class) or a CSV/Parquet manifest."
         ),
     ],
     data_dir: DataDir = None,
     size: Size = None,
     download: Download = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fingerprint as JSON.")] = False,
+    label_column: LabelCols = None,
+    path_column: PathCol = None,
+    patient_column: PatientCol = None,
+    split_column: SplitCol = None,
+    skip_bad: SkipBad = False,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Fingerprint a dataset: task, image shape, class counts per split, intensities, duplicates."""
     from medlens.api import data_info as api_data_info
+    from medlens.progress import RichReporter
 
-    fp = api_data_info(dataset, data_dir=data_dir, size=size, download=download)
+    fields = _source_fields(
+        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+    )
+    fp = api_data_info(
+        dataset,
+        data_dir=data_dir,
+        size=size,
+        download=download,
+        source_fields=fields,
+        reporter=RichReporter(err_console),
+    )
     if as_json:
         print(fp.model_dump_json(indent=2))
         return
@@ -131,6 +208,13 @@ def _print_fingerprint(fp) -> None:
         table.add_row(name, *(str(fp.class_counts[s][i]) for s in ("train", "val", "test")))
     table.add_row("[bold]all[/bold]", *(str(fp.n_images[s]) for s in ("train", "val", "test")))
     console.print(table)
+    if fp.patients_per_class:
+        per = fp.patients_per_class
+        counts = [
+            "/".join(str(per[s][i]) for s in ("train", "val", "test")) for i in range(fp.n_classes)
+        ]
+        pairs = "; ".join(f"{n} {c}" for n, c in zip(fp.label_names, counts, strict=True))
+        console.print(f"patients per class (train/val/test): {pairs}")
     console.print(
         f"smallest class: {fp.minority_fraction:.1%} of train; imbalance ratio "
         f"{fp.imbalance_ratio:g}"
@@ -139,12 +223,30 @@ def _print_fingerprint(fp) -> None:
         f"intensity (0-1): mean {fp.intensity.mean}, std {fp.intensity.std}, "
         f"1st-99th pct {fp.intensity.p01}-{fp.intensity.p99}"
     )
+    meta = fp.metadata
+    if "original_size" in meta:
+        size = meta["original_size"]
+        console.print(
+            f"original sizes: min {size['min']}, median {size['median']}, "
+            f"max {size['max']}"
+            + (f"; median spacing {meta['spacing_median']} mm" if "spacing_median" in meta else "")
+        )
+    if meta.get("skipped"):
+        console.print(
+            f"[yellow]{meta['skipped']} unreadable file(s) skipped[/yellow]: see "
+            f"{meta['cache']}/skipped.csv"
+        )
     d = fp.duplicates
     console.print(
         f"identical images: {d.within_train} repeats within train, "
         f"{d.across_splits} shared across splits"
         + (f" (e.g. {d.examples[0]})" if d.examples else "")
     )
+    if d.near_across_splits is not None:
+        console.print(
+            f"near-identical images across splits (perceptual hash): "
+            f"{d.near_across_splits}" + (f" (e.g. {d.near_examples[0]})" if d.near_examples else "")
+        )
 
 
 @data_app.command("list")
@@ -194,11 +296,21 @@ def plan_cmd(
         ),
     ] = None,
     download: Download = True,
+    label_column: LabelCols = None,
+    path_column: PathCol = None,
+    patient_column: PatientCol = None,
+    split_column: SplitCol = None,
+    skip_bad: SkipBad = False,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Choose a training recipe from the dataset's fingerprint; edit it, then train --plan it."""
     from medlens.api import plan as api_plan
     from medlens.config import dump_plan
+    from medlens.progress import RichReporter
 
+    fields = _source_fields(
+        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+    )
     recipe, _, _ = api_plan(
         dataset,
         data_dir=data_dir,
@@ -206,6 +318,8 @@ def plan_cmd(
         device=device or "auto",
         overrides=_overrides(set_),
         download=download,
+        source_fields=fields,
+        reporter=RichReporter(err_console),
     )
     if output is None:
         print(dump_plan(recipe), end="")
@@ -220,8 +334,9 @@ def train_cmd(
     dataset: Annotated[
         str | None,
         typer.Argument(
-            help="MedMNIST name (pneumoniamnist, breastmnist_64, organmnist3d, ...) or a "
-            "MedMNIST-format .npz. Optional with --plan or --resume.",
+            help="MedMNIST name (pneumoniamnist, breastmnist_64, organmnist3d, ...), a "
+            "MedMNIST-format .npz, an image folder (one sub-folder per class) or a CSV/Parquet "
+            "manifest. Optional with --plan or --resume.",
             show_default=False,
         ),
     ] = None,
@@ -275,6 +390,12 @@ def train_cmd(
     ] = False,
     set_: SetOpt = None,
     download: Download = True,
+    label_column: LabelCols = None,
+    path_column: PathCol = None,
+    patient_column: PatientCol = None,
+    split_column: SplitCol = None,
+    skip_bad: SkipBad = False,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Fingerprint, plan, train and evaluate; everything lands in the run directory.
 
@@ -284,6 +405,9 @@ def train_cmd(
     from medlens.progress import RichReporter
 
     reporter = RichReporter(console)
+    fields = _source_fields(
+        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+    )
     try:
         result = api_train(
             dataset,
@@ -301,6 +425,7 @@ def train_cmd(
             lr=lr,
             seed=seed,
             device=device,
+            source_fields=fields,
         )
     except KeyboardInterrupt:
         err_console.print(

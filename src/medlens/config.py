@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from medlens.data.preprocess import PreprocessConfig
 from medlens.errors import ConfigError
 
 PLAN_VERSION = 1
@@ -38,6 +39,15 @@ class DataConfig(_Section):
     label_names: list[str]
     mean: list[float] = Field(description="per-channel mean (0-1 scale) subtracted on the fly")
     std: list[float] = Field(description="per-channel std (0-1 scale) divided on the fly")
+    label_columns: list[str] | None = Field(None, description="manifest label column(s)")
+    path_column: str | None = Field(None, description="manifest column of image paths")
+    patient_column: str | None = Field(None, description="manifest column of patient ids")
+    split_column: str | None = Field(None, description="manifest column of train/val/test")
+    skip_bad: bool = Field(False, description="skip unreadable files (listed in skipped.csv)")
+    cache_dir: str | None = Field(None, description="where decoded images are cached")
+    preprocess: PreprocessConfig | None = Field(
+        None, description="folders and manifests: how files become uint8 arrays"
+    )
 
 
 class ModelConfig(_Section):
@@ -181,6 +191,33 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _fields(data: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in data.items():
+        out += _fields(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``data["a"]["b"]["c"]`` for ``key="a.b.c"``; the field must exist in the plan.
+
+    An optional section that is unset (``data.preprocess: null``) is created on first use;
+    validation then says which of its fields are still required.
+    """
+    *parents, last = key.split(".")
+    node: Any = data
+    for part in parents:
+        child = node.get(part) if isinstance(node, dict) else None
+        if child is None and isinstance(node, dict) and part in node:
+            child = node[part] = {}
+        node = child
+    if not isinstance(node, dict) or (last not in node and node != {}):
+        close = difflib.get_close_matches(key, _fields(data), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see plan.yaml for the fields"
+        raise ConfigError(f"unknown plan field {key!r}", hint=hint)
+    node[last] = value
+
+
 def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
     """A new plan with dotted-key overrides applied and the whole plan validated again.
 
@@ -195,13 +232,5 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
                 value = yaml.safe_load(value) if value != "" else value
             except yaml.YAMLError as exc:
                 raise ConfigError(f"--set {key}={value!r}: cannot parse the value") from exc
-        section, _, field = key.partition(".")
-        if section not in data or not isinstance(data[section], dict) or field not in data[section]:
-            valid = [
-                f"{s}.{f}" for s, fields in data.items() if isinstance(fields, dict) for f in fields
-            ]
-            close = difflib.get_close_matches(key, valid, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else "see plan.yaml for the fields"
-            raise ConfigError(f"unknown plan field {key!r}", hint=hint)
-        data[section][field] = value
+        _set_dotted(data, key, value)
     return validate_plan(data, where="plan with overrides")

@@ -122,8 +122,12 @@ def make_plan(
     data_dir: str | None = None,
     size: int | None = None,
     overrides: dict[str, Any] | None = None,
+    source_fields: dict[str, Any] | None = None,
 ) -> Plan:
     """The default recipe for ``fp`` on ``device`` ("cpu" or "cuda"), with overrides applied.
+
+    ``source_fields`` are how a folder or manifest was read (label_columns, patient_column,
+    ...), kept in ``plan.data`` so that the plan alone reloads the same data.
 
     >>> plan = make_plan(fingerprint(load_dataset("breastmnist")), device="cuda")  # doctest: +SKIP
     >>> plan.model.name, plan.train.epochs  # doctest: +SKIP
@@ -146,6 +150,8 @@ def make_plan(
             label_names=fp.label_names,
             mean=fp.intensity.mean,
             std=fp.intensity.std,
+            preprocess=fp.metadata.get("preprocess"),
+            **(source_fields or {}),
         ),
         model=ModelConfig(name=model),
         augment=augment,

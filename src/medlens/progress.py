@@ -13,6 +13,7 @@ class Reporter(Protocol):
     def batch_end(self, loss: float | None) -> None: ...
     def epoch_end(self, record: dict[str, Any]) -> None: ...
     def message(self, text: str) -> None: ...
+    def cache_progress(self, done: int, total: int) -> None: ...
 
 
 class SilentReporter:
@@ -30,6 +31,9 @@ class SilentReporter:
     def message(self, text: str) -> None:
         pass
 
+    def cache_progress(self, done: int, total: int) -> None:
+        pass
+
 
 class RichReporter:
     """One progress bar per epoch with the running train loss, then a line with val AUC/ACC."""
@@ -39,6 +43,8 @@ class RichReporter:
         self._progress: Progress | None = None
         self._task = None
         self._epoch_label = ""
+        self._cache: Progress | None = None
+        self._cache_task = None
 
     def epoch_start(self, epoch: int, epochs: int, n_batches: int) -> None:
         self._epoch_label = f"epoch {epoch + 1}/{epochs}"
@@ -74,3 +80,23 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+    def cache_progress(self, done: int, total: int) -> None:
+        """A bar while images are decoded into the cache."""
+        if self._cache is None:
+            self._cache = Progress(
+                TextColumn("caching images"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+                disable=not self.console.is_terminal,
+            )
+            self._cache.start()
+            self._cache_task = self._cache.add_task("cache", total=total)
+        self._cache.update(self._cache_task, completed=done)
+        if done >= total:
+            self._cache.stop()
+            self._cache = None
+            self.console.print(f"cached {total} images")

@@ -21,6 +21,7 @@ class Split:
 
     images: np.ndarray
     labels: np.ndarray
+    patients: np.ndarray | None = None  # hashed patient ids, when the source has them
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -15,6 +15,8 @@ from pydantic import BaseModel
 
 from medlens.data.dataset import SPLITS, ArrayDataset
 
+# Near-duplicate search (perceptual hashes of every image) is skipped above this many images.
+_NEAR_DUP_LIMIT = 60_000
 # Intensity statistics are estimated on at most this many training images: enough for
 # mean/std to three decimals, and it keeps large 224 px sets from costing minutes.
 _STATS_SAMPLE = 4096
@@ -32,11 +34,14 @@ class IntensityStats(BaseModel):
 
 
 class Duplicates(BaseModel):
-    """Bit-identical images found within and across splits."""
+    """Identical images within train and across splits, and near-identical ones (perceptual
+    hash) across splits."""
 
     within_train: int
     across_splits: int
     examples: list[dict]
+    near_across_splits: int | None = None  # None: not checked (too many images)
+    near_examples: list[dict] = []
 
 
 class Fingerprint(BaseModel):
@@ -106,7 +111,43 @@ def find_duplicates(ds: ArrayDataset, max_examples: int = 10) -> Duplicates:
             across += 1
             if len(examples) < max_examples:
                 examples.append({s: [i for t, i in hits if t == s] for s in sorted(splits)})
-    return Duplicates(within_train=max(within, 0), across_splits=across, examples=examples)
+    near, near_examples = None, []
+    total = sum(len(ds.splits[s]) for s in SPLITS)
+    if total <= _NEAR_DUP_LIMIT:
+        from medlens.data.splits import near_duplicates
+
+        images = [img for s in SPLITS for img in ds.splits[s].images]
+        labels = np.concatenate([[s] * len(ds.splits[s]) for s in SPLITS])
+        offsets = {s: sum(len(ds.splits[t]) for t in SPLITS[: SPLITS.index(s)]) for s in SPLITS}
+        pairs = near_duplicates(images, labels)
+        near = len(pairs)
+        near_examples = [
+            {
+                p["split_a"]: p["a"] - offsets[p["split_a"]],
+                p["split_b"]: p["b"] - offsets[p["split_b"]],
+                "distance": p["distance"],
+            }
+            for p in pairs[:max_examples]
+        ]
+    return Duplicates(
+        within_train=max(within, 0),
+        across_splits=across,
+        examples=examples,
+        near_across_splits=near,
+        near_examples=near_examples,
+    )
+
+
+def patients_per_class(ds: ArrayDataset) -> dict[str, list[int]] | None:
+    """Distinct patients with each class (label) in each split; None without patient ids."""
+    if any(ds.splits[s].patients is None for s in SPLITS):
+        return None
+    out = {}
+    for s in SPLITS:
+        split = ds.splits[s]
+        onehot = split.labels if ds.task == "multi-label" else np.eye(ds.n_classes)[split.labels]
+        out[s] = [len(set(split.patients[onehot[:, k] > 0])) for k in range(ds.n_classes)]
+    return out
 
 
 def fingerprint(ds: ArrayDataset) -> Fingerprint:
@@ -137,5 +178,7 @@ def fingerprint(ds: ArrayDataset) -> Fingerprint:
         imbalance_ratio=round(ratio, 3),
         intensity=intensity_stats(ds.splits["train"].images),
         duplicates=find_duplicates(ds),
+        patient_ids=ds.splits["train"].patients is not None,
+        patients_per_class=patients_per_class(ds),
         metadata=dict(ds.metadata),
     )
