@@ -18,7 +18,8 @@ whose message names the file and what was wrong.
 
 Privacy: nothing identifying (names, ids, dates, institutions, UIDs) is copied out of a DICOM
 header; ``meta`` holds technical facts only, messages name the file path alone, and pydicom's
-warnings (which may quote header values) are silenced while a DICOM file is read.
+warnings and log records (which quote malformed header values) are held back while a DICOM
+file is read.
 
 >>> img = read_image_file("ct.dcm")  # doctest: +SKIP
 >>> img.array.shape, img.spacing, img.window  # doctest: +SKIP
@@ -27,8 +28,12 @@ warnings (which may quote header values) are silenced while a DICOM file is read
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import math
+import re
 import struct
+import tokenize
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -61,19 +66,27 @@ _KINDS = {
 IMAGE_SUFFIXES: frozenset[str] = frozenset({*_KINDS, ""})
 DEFAULT_MAX_PIXELS = 16384 * 16384
 
-# What a file parser raises for a file that is not what it claims to be (beyond its own types).
+# What the parsers (Pillow, tifffile, pydicom, nibabel, numpy) raise for a broken or hostile
+# file, beyond their own exception types; fuzzing the readers turned up each of these.
 _READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, zlib.error, struct.error)
-# What pydicom's pixel decoders raise: missing plugins (RuntimeError), bad headers
-# (AttributeError, KeyError), short pixel data (ValueError), and so on.
-_DECODE_ERRORS = (
+_PARSE_ERRORS = (
     *_READ_ERRORS,
-    RuntimeError,
-    NotImplementedError,
-    AttributeError,
-    KeyError,
+    ArithmeticError,  # ZeroDivisionError, OverflowError from nonsense header fields
     TypeError,
     IndexError,
+    KeyError,
+    AttributeError,  # pydicom: a required element missing
+    RuntimeError,  # pydicom: no decoder plugin for the transfer syntax
+    NotImplementedError,
 )
+# pydicom logs (besides warning) about malformed values, quoting them: in a corrupt file such a
+# "value" can run over names and dates. While medlens reads a DICOM file these records are held
+# back (counted in meta["header_warnings"]) instead of reaching the application's logs.
+_PYDICOM_HELD: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "medlens_pydicom_held", default=None
+)
+# A Code String (Modality, PhotometricInterpretation): anything else is not copied into meta.
+_CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
 _DICOM_HINT = "check that the file is a complete DICOM file; copy or export it again"
 # ITU-R BT.601 luma, to turn colour volumes (ultrasound cine loops) into gray volumes.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -202,6 +215,8 @@ def _check_pixels(path: Path, size: tuple[int, ...], max_pixels: int) -> None:
 def _finite(array: np.ndarray, path: Path, meta: dict) -> np.ndarray:
     """float32, C-ordered, with NaN/inf replaced by the smallest finite value (noted in meta)."""
     array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.size == 0:
+        raise DataError(f"{path} holds an empty image {array.shape}", hint="export it again")
     bad = ~np.isfinite(array)
     if not bad.any():
         return array
@@ -231,10 +246,12 @@ def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, dict]
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:  # parses the header only; decoding comes later
                 _check_pixels(path, (img.height, img.width), max_pixels)
-                if kind == "tiff" and getattr(img, "n_frames", 1) > 1:
-                    img = None  # a multi-page stack: tifffile reads it as a volume
+                if kind == "tiff" and (getattr(img, "n_frames", 1) > 1 or _pil_narrows(img)):
+                    img = None  # a page stack or 16-bit colour: tifffile keeps it whole
                 else:
                     meta: dict[str, Any] = {"mode": img.mode, "format": img.format}
+                    if _pil_narrows(img):  # 16-bit colour PNG: Pillow keeps the high byte
+                        meta["reduced_to_8_bit"] = True
                     arr = _pil_pixels(img, ImageOps, meta)
     except DataError:
         raise
@@ -243,7 +260,7 @@ def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, dict]
             f"{path} is too large to decode safely: {exc}",
             hint="downsample it first, or raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine",
         ) from exc
-    except (UnidentifiedImageError, *_READ_ERRORS) as exc:
+    except (UnidentifiedImageError, *_PARSE_ERRORS) as exc:
         if kind == "tiff":  # float64, 16-bit colour, odd compressions: tifffile may manage
             return _read_tifffile(path, max_pixels, first=exc)
         raise DataError(
@@ -253,6 +270,21 @@ def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, dict]
     if img is None:
         return _read_tifffile(path, max_pixels)
     return arr, meta
+
+
+def _pil_narrows(img) -> bool:
+    """True when Pillow would decode at a lower precision than stored (16-bit colour, uint32)."""
+    wide = img.mode in ("I", "F") or img.mode.startswith("I;16")
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None:  # TIFF: BitsPerSample and SampleFormat (1 = unsigned)
+        bits = tags.get(258) or (1,)
+        bits = max(bits) if isinstance(bits, tuple) else int(bits)
+        fmt = tags.get(339) or (1,)
+        fmt = fmt[0] if isinstance(fmt, tuple) else int(fmt)
+        return (bits > 8 and not wide) or (img.mode == "I" and bits == 32 and fmt == 1)
+    tile = getattr(img, "tile", None)
+    rawmode = str(tile[0].args) if tile and isinstance(tile[0].args, str) else ""
+    return ";16" in rawmode and not wide
 
 
 def _pil_pixels(img, image_ops, meta: dict) -> np.ndarray:
@@ -287,32 +319,32 @@ def _read_tifffile(
             arr = series.asarray()
     except DataError:
         raise
-    except (*_READ_ERRORS, KeyError, IndexError, RuntimeError, NotImplementedError) as exc:
-        why = first if first is not None else exc
+    except _PARSE_ERRORS as exc:
         raise DataError(
-            f"{path} is not a readable TIFF image ({type(why).__name__}: {why})",
+            f"{path} is not a readable TIFF image ({type(exc).__name__}: {exc})",
             hint="check that the file is complete; compressed TIFFs may need "
             "pip install imagecodecs",
-        ) from exc
+        ) from (first or exc)
     meta: dict[str, Any] = {"mode": "tifffile", "axes": axes}
     if arr.dtype.kind not in "biuf":
         raise DataError(
             f"{path} holds {arr.dtype} pixels", hint="save the image as integer or float pixels"
         )
+    colour = False
     if "S" in axes:  # samples (colour channels) last
         arr = np.moveaxis(arr, axes.index("S"), -1)
-        samples = arr.shape[-1]
-        arr = arr[..., 0] if samples in (1, 2) else arr[..., :3]  # gray(+alpha) / RGB(A)
-    spatial = arr.ndim - (1 if "S" in axes and arr.shape[-1] == 3 else 0)
-    if spatial > 3:
+        colour = arr.shape[-1] >= 3
+        arr = arr[..., :3] if colour else arr[..., 0]  # RGB(A) / gray(+alpha)
+    spatial = arr.ndim - colour
+    if spatial not in (2, 3):
         raise DataError(
-            f"{path} is a {spatial}D TIFF stack (axes {axes})",
-            hint="medlens reads 2D images and 3D stacks; save one stack per file",
+            f"{path} is a {spatial}D TIFF (axes {axes}, shape {shape})",
+            hint="medlens reads 2D images and 3D stacks; save one image or stack per file",
         )
-    if spatial == 3 and arr.ndim == 4:  # a stack of colour pages: gray volume
+    if spatial == 3 and colour:  # a stack of colour pages: gray volume
         arr = _to_gray(arr)
         meta["converted_to_gray"] = True
-    if arr.ndim == 3 and spatial == 3:
+    if spatial == 3:
         meta["n_frames"] = int(arr.shape[0])
     return np.asarray(arr, dtype=np.float32), meta
 
@@ -320,10 +352,39 @@ def _read_tifffile(
 # --- DICOM ------------------------------------------------------------------------------------
 
 
+class _HoldPydicomLog(logging.Filter):
+    """Holds back pydicom's log records while medlens reads a DICOM file (see _PYDICOM_HELD)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = _PYDICOM_HELD.get()
+        if held is None:
+            return True
+        held.append(record.levelno)
+        return False
+
+
+def _hold_pydicom_log() -> None:
+    logger = logging.getLogger("pydicom")
+    if not any(isinstance(f, _HoldPydicomLog) for f in logger.filters):
+        logger.addFilter(_HoldPydicomLog())
+
+
 def _read_dicom(path: Path, max_pixels: int) -> LoadedImage:
+    _hold_pydicom_log()
+    held: list[int] = []
+    token = _PYDICOM_HELD.set(held)
+    try:
+        img = _read_dicom_quietly(path, max_pixels)
+    finally:
+        _PYDICOM_HELD.reset(token)
+    if held:
+        img.meta["header_warnings"] = len(held)
+    return img
+
+
+def _read_dicom_quietly(path: Path, max_pixels: int) -> LoadedImage:
     import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_color_lut
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     # pydicom's warnings may quote header values (names, dates): keep them out of logs.
     with warnings.catch_warnings():
@@ -336,43 +397,57 @@ def _read_dicom(path: Path, max_pixels: int) -> LoadedImage:
                 hint="check that it is a DICOM file; one saved without the preamble must be "
                 "re-saved with a DICOM tool",
             ) from None
-        except (*_READ_ERRORS, KeyError, IndexError, TypeError, NotImplementedError) as exc:
-            # type only: pydicom's parse messages could quote header bytes
+        except (BytesLengthException, *_PARSE_ERRORS) as exc:
+            # the type only: a parser message could quote header bytes
             raise DataError(
                 f"{path} is not a readable DICOM file ({type(exc).__name__})", hint=_DICOM_HINT
             ) from None
-        if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        try:  # values are parsed lazily, on first access: a corrupt element fails here
+            return _decode_dicom(ds, path, max_pixels)
+        except DataError:
+            raise
+        except (BytesLengthException, *_PARSE_ERRORS) as exc:
             raise DataError(
-                f"{path} has no pixel data",
-                hint="it is a report, structured document or other non-image DICOM; "
-                "leave it out of the image list",
-            )
-        frames = _dicom_int(ds, "NumberOfFrames", 1)
-        rows, cols = _dicom_int(ds, "Rows", 0), _dicom_int(ds, "Columns", 0)
-        _check_pixels(path, (frames, rows, cols) if frames > 1 else (rows, cols), max_pixels)
-        raw = _dicom_pixels(ds, path)
-        photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-        meta = _dicom_meta(ds, photometric)
-        if photometric == "PALETTE COLOR":
-            arr = np.asarray(apply_color_lut(raw, ds), dtype=np.float32)
-            meta["rescaled"] = False
-        else:
-            arr, meta["rescaled"] = _modality_values(raw, ds)
-        window = _dicom_window(ds)
-        samples = 3 if photometric == "PALETTE COLOR" else _dicom_int(ds, "SamplesPerPixel", 1)
-        colour = samples == 3 and arr.shape[-1] == 3
-        if colour and arr.ndim == 4:  # a colour cine loop (ultrasound): gray volume
-            arr, colour = _to_gray(arr), False
-            meta["converted_to_gray"] = True
-        if photometric == "MONOCHROME1":  # low values are bright: flip so higher = brighter
-            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-            arr = hi + lo - arr
-            meta["inverted"] = True
-            if window is not None:  # the same tissue range, mirrored the same way
-                window = (hi + lo - window[0], window[1])
-        volume = arr.ndim == 3 and not colour
-        meta["n_frames"] = int(arr.shape[0]) if volume else 1
-        spacing = _dicom_spacing(ds, volume, meta)
+                f"{path} has a corrupt or inconsistent DICOM header ({type(exc).__name__})",
+                hint=_DICOM_HINT,
+            ) from None
+
+
+def _decode_dicom(ds, path: Path, max_pixels: int) -> LoadedImage:
+    from pydicom.pixels import apply_color_lut
+
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise DataError(
+            f"{path} has no pixel data",
+            hint="it is a report, structured document or other non-image DICOM; "
+            "leave it out of the image list",
+        )
+    frames = _dicom_int(ds, "NumberOfFrames", 1)
+    rows, cols = _dicom_int(ds, "Rows", 0), _dicom_int(ds, "Columns", 0)
+    _check_pixels(path, (frames, rows, cols) if frames > 1 else (rows, cols), max_pixels)
+    raw = _dicom_pixels(ds, path)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    meta = _dicom_meta(ds, photometric)
+    if photometric == "PALETTE COLOR":
+        arr = np.asarray(apply_color_lut(raw, ds), dtype=np.float32)
+        meta["rescaled"] = False
+    else:
+        arr, meta["rescaled"] = _modality_values(raw, ds, frames)
+    window = _dicom_window(ds)
+    samples = 3 if photometric == "PALETTE COLOR" else _dicom_int(ds, "SamplesPerPixel", 1)
+    colour = samples == 3 and arr.shape[-1] == 3
+    if colour and arr.ndim == 4:  # a colour cine loop (ultrasound): gray volume
+        arr, colour = _to_gray(arr), False
+        meta["converted_to_gray"] = True
+    if photometric == "MONOCHROME1":  # low values are bright: flip so higher = brighter
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = hi + lo - arr
+        meta["inverted"] = True
+        if window is not None:  # the same tissue range, mirrored the same way
+            window = (hi + lo - window[0], window[1])
+    volume = arr.ndim == 3 and not colour
+    meta["n_frames"] = int(arr.shape[0]) if volume else 1
+    spacing = _dicom_spacing(ds, volume, meta)
     return LoadedImage(_finite(arr, path, meta), spacing, "dicom", window, meta)
 
 
@@ -382,11 +457,15 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
 
     try:
         return ds.pixel_array
-    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
+    except (*_PARSE_ERRORS, Image.DecompressionBombError) as exc:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         why = " ".join(str(exc).split())[:300]
         why = f"{type(exc).__name__}: {why}" if why else type(exc).__name__
-        if ts is not None and ts.is_compressed:
+        try:
+            compressed = ts is not None and ts.is_compressed
+        except ValueError:  # not a transfer syntax UID at all
+            compressed = False
+        if compressed:
             raise DataError(
                 f"{path}: its pixel data ({ts.name}, transfer syntax {ts}) could not be "
                 f"decoded ({why})",
@@ -399,7 +478,7 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
         ) from None
 
 
-def _modality_values(raw: np.ndarray, ds) -> tuple[np.ndarray, bool]:
+def _modality_values(raw: np.ndarray, ds, frames: int) -> tuple[np.ndarray, bool]:
     """Stored values -> modality values (HU for CT, Gy for RT dose), and whether any applied.
 
     Handles the classic header (Modality LUT or RescaleSlope/Intercept), the enhanced
@@ -409,9 +488,9 @@ def _modality_values(raw: np.ndarray, ds) -> tuple[np.ndarray, bool]:
 
     if ds.get("ModalityLUTSequence") or ("RescaleSlope" in ds and "RescaleIntercept" in ds):
         return np.asarray(apply_modality_lut(raw, ds), dtype=np.float32), True
-    transforms = _frame_transforms(ds, raw.shape[0] if raw.ndim == 3 else 1)
+    transforms = _frame_transforms(ds, frames)
     if any(t is not None for t in transforms):
-        if raw.ndim == 3 and len(transforms) == raw.shape[0]:
+        if frames > 1 and raw.shape[0] == frames:  # each frame its own slope and intercept
             frames = [
                 apply_modality_lut(f, t) if t is not None else f
                 for f, t in zip(raw, transforms, strict=True)
@@ -443,10 +522,10 @@ def _frame_transforms(ds, n_frames: int) -> list:
 def _dicom_meta(ds, photometric: str) -> dict[str, Any]:
     """Technical, non-identifying facts about a DICOM file."""
     meta: dict[str, Any] = {}
-    modality = ds.get("Modality")
-    if modality:
-        meta["modality"] = str(modality)
-    if photometric:
+    modality = str(ds.get("Modality", "") or "").strip()
+    if re.fullmatch(r"[A-Z]{1,16}", modality):  # modality codes are letters: CT, MR, RTDOSE
+        meta["modality"] = modality
+    if _CODE_STRING.fullmatch(photometric):
         meta["photometric"] = photometric
     for key, keyword in (("bits_stored", "BitsStored"), ("samples_per_pixel", "SamplesPerPixel")):
         value = _dicom_int(ds, keyword, 0)
@@ -545,12 +624,26 @@ def _positive(value: float | None) -> float | None:
 def _read_nifti(path: Path, max_pixels: int) -> LoadedImage:
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
-    from nibabel.spatialimages import SpatialImage
+    from nibabel.orientations import OrientationError
+    from nibabel.spatialimages import (
+        HeaderDataError,
+        HeaderTypeError,
+        ImageDataError,
+        SpatialImage,
+    )
 
+    errors = (
+        ImageFileError,
+        HeaderDataError,
+        HeaderTypeError,
+        ImageDataError,
+        OrientationError,
+        *_PARSE_ERRORS,
+    )
     hint = "check that the file is complete; copy or export it again"
     try:
         img = nib.load(path)
-    except (ImageFileError, *_READ_ERRORS) as exc:
+    except errors as exc:
         raise DataError(
             f"{path} is not a readable NIfTI file ({type(exc).__name__}: {exc})", hint=hint
         ) from exc
@@ -567,14 +660,14 @@ def _read_nifti(path: Path, max_pixels: int) -> LoadedImage:
         )
     _check_pixels(path, shape[:3], max_pixels)
     try:
-        meta["orientation"] = "".join(nib.aff2axcodes(img.affine))
+        meta["orientation"] = "".join(c or "?" for c in nib.aff2axcodes(img.affine))
         if len(shape) == 4:  # a series (fMRI, DWI): its first volume only
             meta["n_volumes"] = shape[3]
             img = img.__class__(np.asanyarray(img.dataobj[..., 0]), img.affine, img.header)
         img = nib.as_closest_canonical(img)  # RAS: the same orientation for every file
         data = img.get_fdata(dtype=np.float32)
         zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
-    except (ImageFileError, *_READ_ERRORS) as exc:
+    except errors as exc:
         raise DataError(
             f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})", hint=hint
         ) from exc
@@ -590,21 +683,27 @@ def _read_nifti(path: Path, max_pixels: int) -> LoadedImage:
 
 
 def _read_npy(path: Path, max_pixels: int) -> LoadedImage:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # the header first, no decoding
-    except (*_READ_ERRORS, KeyError) as exc:
-        raise DataError(
-            f"{path} is not a readable .npy array ({type(exc).__name__}: {exc})",
-            hint="save it with numpy.save(path, array) from a numeric array",
-        ) from exc
-    if not isinstance(arr, np.ndarray):  # an .npz archive named .npy
-        close = getattr(arr, "close", None)
-        if close is not None:
-            close()
+    with path.open("rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"PK"):  # a zip: an .npz archive named .npy
         raise DataError(
             f"{path} is an .npz archive, not a .npy array",
             hint="rename it to .npz or save one array with numpy.save",
         )
+    if magic != b"\x93NUMPY":
+        raise DataError(
+            f"{path} is not a .npy array file (no NUMPY header)",
+            hint="save the array with numpy.save(path, array)",
+        )
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # the header first, no decoding
+    except (*_PARSE_ERRORS, tokenize.TokenError) as exc:
+        objects = "pickle" in str(exc) or "Python objects" in str(exc)
+        why = "holds Python objects" if objects else "is truncated or corrupt"
+        raise DataError(
+            f"{path} {why} ({type(exc).__name__})",
+            hint="save a numeric array with numpy.save(path, array)",
+        ) from exc
     if arr.ndim not in (2, 3) or arr.dtype.kind not in "biuf":
         raise DataError(
             f"{path} holds a {arr.dtype} array of shape {arr.shape}",
