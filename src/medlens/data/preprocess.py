@@ -1,8 +1,15 @@
 """Preprocessing applied once per image when a cache is built: intensity, filters, size.
 
-Order: (3D) resample to a target spacing -> intensity to [0, 1] (a window, or a normalisation)
--> non-local-means denoising -> CLAHE -> resize (pad, crop or stretch) -> channels -> uint8.
-Filters run after the [0, 1] mapping so that their parameters mean the same for every modality.
+The input is what a reader decodes: float32 ``(H, W)`` gray, ``(H, W, 3)`` colour or
+``(D, H, W)`` volume, with an optional voxel ``spacing`` (same axis order) and the ``window``
+(center, width) a DICOM file suggests. The output is uint8, channel-first: ``(C, H, W)`` or
+``(C, D, H, W)``.
+
+Order: (3D) resample to ``target_spacing`` -> intensity to [0, 1] (a window, else a
+normalisation) -> non-local-means denoising -> CLAHE -> resize (pad, crop or stretch) ->
+channels -> uint8. The filters run after the [0, 1] mapping so that their parameters
+(``clahe_clip``, the NLM strength) mean the same for CT in Hounsfield units, 16-bit X-rays and
+8-bit photographs.
 
 >>> cfg = PreprocessConfig(size=[224, 224], window="lung")
 >>> preprocess(np.full((512, 512), -600.0, np.float32), cfg).shape
@@ -11,25 +18,34 @@ Filters run after the [0, 1] mapping so that their parameters mean the same for 
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medlens.errors import ConfigError, DataError
 
-# (center, width) in Hounsfield units: the usual radiology presets.
+# CT windows as (center, width) in Hounsfield units. These are the values most often quoted in
+# radiology teaching material (e.g. Radiopaedia, "Windowing (CT)": lungs W1500 L-600,
+# mediastinum W350 L50, abdominal soft tissue W400 L50, liver W150-160 L30-60, bone W1800 L400,
+# brain W80 L40, subdural W130-300 L50-100, stroke W40 L40); departments vary them a little.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "lung": (-600.0, 1500.0),
     "mediastinum": (50.0, 350.0),
     "soft_tissue": (40.0, 400.0),
-    "abdomen": (40.0, 400.0),
+    "abdomen": (50.0, 400.0),
     "liver": (60.0, 160.0),
     "bone": (400.0, 1800.0),
     "brain": (40.0, 80.0),
     "subdural": (75.0, 215.0),
     "stroke": (40.0, 40.0),
 }
+
+Window = tuple[float, float]
+
+# Resampling to a fine target spacing can create huge volumes; 2**28 voxels is 1 GiB as float32.
+MAX_RESAMPLED_VOXELS = 2**28
 
 
 class PreprocessConfig(BaseModel):
@@ -39,111 +55,281 @@ class PreprocessConfig(BaseModel):
 
     size: list[int] = Field(description="target size, [H, W] or [D, H, W]")
     resize: Literal["pad", "crop", "stretch"] = Field(
-        "pad", description="pad: keep aspect, fit inside; crop: keep aspect, fill; stretch"
+        "pad",
+        description="pad: keep aspect, fit inside, pad with the minimum; crop: keep aspect, "
+        "fill, centre-crop; stretch: plain resize",
     )
-    channels: Literal[1, 3] = 1
+    channels: Literal[1, 3] = Field(1, description="gray -> 3 repeats; colour -> 1 luminance")
     window: str | None = Field(
-        None, description="a preset (lung, bone, ...), 'C,W', or 'file' for the DICOM's own"
+        None,
+        description="a preset (lung, bone, ...), 'C,W' such as '40,400', or 'file' for the "
+        "DICOM's own window (images without one are normalised instead)",
     )
-    normalize: Literal["percentile", "minmax", "zscore", "none"] = "percentile"
-    percentiles: tuple[float, float] = (0.5, 99.5)
-    clahe: bool = False
-    clahe_clip: float = Field(0.01, gt=0.0, le=1.0)
-    denoise: Literal["none", "nlm"] = "none"
-    target_spacing: list[float] | None = Field(None, description="3D: resample to this (mm)")
+    normalize: Literal["percentile", "minmax", "zscore", "none"] = Field(
+        "percentile", description="how intensities become 0..1 when no window applies"
+    )
+    percentiles: tuple[float, float] = Field((0.5, 99.5), description="for normalize=percentile")
+    clahe: bool = Field(False, description="contrast-limited adaptive histogram equalisation")
+    clahe_clip: float = Field(0.01, gt=0.0, le=1.0, description="CLAHE clip limit")
+    denoise: Literal["none", "nlm"] = Field("none", description="non-local-means denoising")
+    target_spacing: list[float] | None = Field(
+        None, description="3D only: resample to this voxel spacing (mm, [D, H, W]) first"
+    )
 
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: list[int]) -> list[int]:
+        if len(v) not in (2, 3) or min(v) < 1:
+            raise ValueError("size needs 2 ([H, W]) or 3 ([D, H, W]) positive values")
+        return v
 
-Window = tuple[float, float]
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip()
+        if v.lower() in WINDOW_PRESETS or v.lower() == "file":
+            return v.lower()
+        parse_window(v, None)  # raises ConfigError (a ValueError) naming the presets
+        return v
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percentiles(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] < v[1] <= 100.0:
+            raise ValueError("percentiles must be (low, high) with 0 <= low < high <= 100")
+        return v
+
+    @field_validator("target_spacing")
+    @classmethod
+    def _spacing(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != 3 or not all(math.isfinite(s) and s > 0 for s in v)):
+            raise ValueError("target_spacing needs 3 positive values in mm, [D, H, W]")
+        return v
+
+    @model_validator(mode="after")
+    def _spacing_is_3d(self) -> PreprocessConfig:
+        if self.target_spacing is not None and len(self.size) != 3:
+            raise ValueError("target_spacing applies to 3D volumes only; size has 2 values")
+        return self
 
 
 def parse_window(window: str, file_window: Window | None) -> Window | None:
-    """A preset name, ``"C,W"`` or ``"file"`` -> (center, width); None when the file has none."""
-    if window == "file":
+    """A preset name, ``"C,W"`` or ``"file"`` -> (center, width); None for "file" without one.
+
+    >>> parse_window("lung", None), parse_window("40, 400", None)
+    ((-600.0, 1500.0), (40.0, 400.0))
+    """
+    name = window.strip().lower()
+    if name == "file":
         return file_window
-    if window in WINDOW_PRESETS:
-        return WINDOW_PRESETS[window]
-    parts = window.split(",")
+    if name in WINDOW_PRESETS:
+        return WINDOW_PRESETS[name]
+    parts = name.split(",")
     if len(parts) == 2:
         try:
-            return float(parts[0]), float(parts[1])
+            center, width = float(parts[0]), float(parts[1])
         except ValueError:
             pass
+        else:
+            if math.isfinite(center) and math.isfinite(width) and width > 0:
+                return center, width
+            raise ConfigError(
+                f"window {window!r} needs a finite center and a positive width",
+                hint="write it as 'center,width', e.g. '40,400'",
+            )
     raise ConfigError(
         f"unknown window {window!r}",
-        hint=f"use one of {', '.join(WINDOW_PRESETS)}, 'C,W' or 'file'",
+        hint=f"use a preset ({', '.join(WINDOW_PRESETS)}), 'center,width' such as '40,400', "
+        "or 'file' for the DICOM's own window",
     )
 
 
 def apply_window(array: np.ndarray, center: float, width: float) -> np.ndarray:
-    """The linear DICOM window: center - width/2 -> 0, center + width/2 -> 1, clipped."""
-    lo = center - width / 2
-    return np.clip((array - lo) / max(width, 1e-6), 0.0, 1.0).astype(np.float32)
+    """The linear DICOM window as float32 in [0, 1]: ``center -/+ width/2`` -> 0 / 1, clipped.
+
+    DICOM PS3.3 C.11.2.1.2.1 writes it with ``center - 0.5`` and ``width - 1`` because stored
+    values are integers; on float data those terms move the result by under ``1/width``, so
+    the continuous form is used and center 40, width 400 maps -160, 40, 240 to 0, 0.5, 1.
+    """
+    if not width > 0:
+        raise ConfigError(f"window width must be positive, got {width}", hint="e.g. '40,400'")
+    lo = np.float32(center - width / 2)
+    out = (np.asarray(array, dtype=np.float32) - lo) * np.float32(1.0 / width)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def to_unit_range(
-    array: np.ndarray, cfg: PreprocessConfig, file_window: tuple[float, float] | None = None
+    array: np.ndarray,
+    cfg: PreprocessConfig,
+    file_window: Window | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Window or normalise to float32 in [0, 1]."""
+    """Window (if configured and available) or normalise to float32 in [0, 1].
+
+    ``file_window`` is the DICOM's own (center, width), used by ``window="file"``; when the
+    image has none, ``cfg.normalize`` applies and ``meta["window_fallback"]`` says so. A constant
+    image becomes zeros under percentile, minmax and zscore (no division by zero).
+    """
     if cfg.window is not None:
         w = parse_window(cfg.window, file_window)
         if w is not None:
             return apply_window(array, *w)
-    a = array.astype(np.float32)
-    if cfg.normalize == "none":
-        return np.clip(a / 255.0, 0.0, 1.0)
-    if cfg.normalize == "zscore":
-        z = (a - a.mean()) / max(float(a.std()), 1e-6)
-        return ((np.clip(z, -3, 3) + 3) / 6).astype(np.float32)
-    if cfg.normalize == "percentile":
-        lo, hi = np.percentile(a, cfg.percentiles)
-    else:
-        lo, hi = float(a.min()), float(a.max())
+        if meta is not None:
+            meta["window_fallback"] = f"no window in the file: normalize={cfg.normalize} used"
+    a = np.asarray(array, dtype=np.float32)
+    if cfg.normalize == "none":  # already 0..255
+        return np.clip(a * np.float32(1 / 255), 0.0, 1.0)
+    lo, hi = float(a.min()), float(a.max())
     if hi <= lo:
         return np.zeros_like(a)
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+    if cfg.normalize == "zscore":
+        mean, std = float(a.mean(dtype=np.float64)), float(a.std(dtype=np.float64))
+        z = np.clip((a - np.float32(mean)) / np.float32(std), -3.0, 3.0)
+        return ((z + 3.0) / 6.0).astype(np.float32)
+    if cfg.normalize == "percentile":
+        p_lo, p_hi = (float(p) for p in np.percentile(a, cfg.percentiles))
+        # a mostly flat image (e.g. a small object on an empty background) can have equal
+        # percentiles although it is not constant: min-max keeps its object visible
+        if p_hi > p_lo:
+            lo, hi = p_lo, p_hi
+    out = (a - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
-def resize_to(image: np.ndarray, size: list[int], mode: str, fill: float = 0.0) -> np.ndarray:
-    """Resize the spatial axes (all but a trailing colour axis) to ``size``."""
+def resize_to(
+    array01: np.ndarray, size: list[int] | tuple[int, ...], mode: str, fill: float | None = None
+) -> np.ndarray:
+    """Resize the spatial axes (all but a trailing colour axis) to ``size``, as float32.
+
+    Works on (H, W), (H, W, C) and (D, H, W). ``pad`` keeps the aspect ratio, fits the image
+    inside ``size`` and centres it on a canvas of ``fill`` (default: the image minimum);
+    ``crop`` keeps the aspect ratio, fills ``size`` and centre-crops; ``stretch`` resizes
+    each axis independently.
+    """
+    # skimage's resize handles 2D, colour and 3D alike and, when shrinking, blurs first with a
+    # Gaussian sized from the scale factor (PIL has no 3D and no float colour, scipy's zoom no
+    # anti-aliasing); order=1 and preserve_range keep the 0..1 values free of overshoot.
     from skimage.transform import resize
 
-    spatial = image.shape[: len(size)]
-    target = np.asarray(size, dtype=float)
+    size = [int(s) for s in size]
+    n = len(size)
+    if array01.ndim not in (n, n + 1):
+        raise ConfigError(
+            f"cannot resize an array of shape {array01.shape} to {n}D size {size}",
+            hint=f"give size {n} values for {n}D images",
+        )
+    image = np.asarray(array01, dtype=np.float32)
+    spatial = image.shape[:n]
+    rest = image.shape[n:]
+    if list(spatial) == size:
+        return image.copy()
     if mode == "stretch":
-        scale = target / np.asarray(spatial)
-        shape = list(size)
-    else:
-        ratio = target / np.asarray(spatial)
-        factor = ratio.min() if mode == "pad" else ratio.max()
+        shape = size
+    elif mode in ("pad", "crop"):
+        ratio = [t / s for s, t in zip(spatial, size, strict=True)]
+        factor = min(ratio) if mode == "pad" else max(ratio)
         shape = [max(1, round(s * factor)) for s in spatial]
-        scale = np.full(len(size), factor)
-    out_shape = tuple(shape) + image.shape[len(size) :]
+        # rounding must not push the fitted side past the target (pad) or under it (crop)
+        shape = [
+            min(s, t) if mode == "pad" else max(s, t) for s, t in zip(shape, size, strict=True)
+        ]
+    else:
+        raise ConfigError(f"unknown resize mode {mode!r}", hint="use pad, crop or stretch")
+    shrinking = any(t < s for s, t in zip(spatial, shape, strict=True))
     resized = resize(
-        image, out_shape, order=1, preserve_range=True, anti_aliasing=bool((scale < 1).any())
-    ).astype(np.float32)
+        image, tuple(shape) + rest, order=1, preserve_range=True, anti_aliasing=shrinking
+    ).astype(np.float32, copy=False)
     if mode == "stretch":
         return resized
-    canvas = np.full(tuple(size) + image.shape[len(size) :], fill, np.float32)
+    fill = float(image.min()) if fill is None else fill
+    canvas = np.full(tuple(size) + rest, fill, np.float32)
     src, dst = [], []
     for s, t in zip(shape, size, strict=True):
-        if s <= t:  # pad: centre the image
-            off = (t - s) // 2
+        off = abs(t - s) // 2
+        if s <= t:  # pad: centre the image on the canvas
             src.append(slice(0, s))
             dst.append(slice(off, off + s))
-        else:  # crop: centre crop
-            off = (s - t) // 2
+        else:  # crop: keep the centre
             src.append(slice(off, off + t))
             dst.append(slice(0, t))
     canvas[tuple(dst)] = resized[tuple(src)]
     return canvas
 
 
-def _per_slice(fn, image: np.ndarray, is_3d: bool, colour: bool) -> np.ndarray:
-    if is_3d:
-        return np.stack([fn(s) for s in image])
-    if colour:
-        return np.stack([fn(image[..., c]) for c in range(image.shape[-1])], axis=-1)
-    return fn(image)
+def _resample(
+    volume: np.ndarray, spacing: tuple[float, ...] | None, target: list[float]
+) -> np.ndarray:
+    """Resample a (D, H, W) volume from ``spacing`` to ``target`` mm per voxel."""
+    from scipy.ndimage import gaussian_filter, zoom
+
+    if spacing is None:
+        raise DataError(
+            f"the volume (shape {volume.shape}) has no voxel spacing, so "
+            f"target_spacing {target} cannot be applied",
+            hint="use files that store their spacing (NIfTI, DICOM), or set "
+            "data.preprocess.target_spacing to null",
+        )
+    sp = np.asarray(spacing, dtype=float)
+    if sp.shape != (3,) or not (np.isfinite(sp).all() and (sp > 0).all()):
+        raise DataError(
+            f"the volume's spacing {tuple(spacing)} is not 3 positive values (D, H, W)",
+            hint="check the file's header, or set data.preprocess.target_spacing to null",
+        )
+    factors = sp / np.asarray(target, dtype=float)
+    if np.allclose(factors, 1.0, rtol=1e-3):
+        return volume
+    new_shape = np.maximum(1, np.round(np.asarray(volume.shape) * factors)).astype(int)
+    if int(np.prod(new_shape)) > MAX_RESAMPLED_VOXELS:
+        raise ConfigError(
+            f"resampling a {volume.shape} volume with spacing {tuple(spacing)} to "
+            f"{target} mm gives {tuple(new_shape.tolist())} voxels, too many",
+            hint="choose a coarser data.preprocess.target_spacing",
+        )
+    # scipy's zoom is plain separable linear interpolation (order=1, no overshoot).
+    # grid_mode=True treats voxels as cells, so a 4 mm voxel becomes exactly two 2 mm voxels,
+    # and mode="nearest" repeats the border instead of fading it to zero. Axes that shrink are
+    # first blurred as skimage.transform.resize does, so coarse spacings do not alias.
+    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
+    if (sigma > 0).any():
+        volume = gaussian_filter(volume, sigma, mode="nearest")
+    out = zoom(volume, factors, order=1, mode="nearest", grid_mode=True)
+    return out.astype(np.float32, copy=False)
+
+
+def _denoise_nlm(image: np.ndarray, colour: bool, is_3d: bool) -> np.ndarray:
+    """Non-local means with the noise level estimated from the image itself."""
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+
+    axis = -1 if colour else None
+    # estimate_sigma (wavelet median absolute deviation) makes the strength adapt to each
+    # image; h = 0.8 * sigma with fast_mode is skimage's recommended setting, and a 5x5 patch
+    # searched within 6 pixels keeps the cost near 1 ms per 100x100 pixels.
+    sigma = float(estimate_sigma(image, average_sigmas=True, channel_axis=axis))
+    if not sigma > 1e-6:
+        return image
+    kw = {"h": 0.8 * sigma, "sigma": sigma, "fast_mode": True, "patch_size": 5}
+    kw["patch_distance"] = 6
+    if is_3d:  # one sigma for the volume, 2D NLM per slice: 3D search windows cost ~13x more
+        out = np.stack([denoise_nl_means(s, **kw) for s in image])
+    else:
+        out = denoise_nl_means(image, channel_axis=axis, **kw)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _clahe(image: np.ndarray, clip: float) -> np.ndarray:
+    """CLAHE on a 0..1 image: gray 2D, colour (on HSV value: hue kept) or a whole 3D volume."""
+    from skimage.exposure import equalize_adapthist
+
+    if float(image.max()) <= float(image.min()):
+        return image  # constant: nothing to equalise (and skimage would rescale 0/0)
+    # skimage equalises an RGB image's HSV value channel, which keeps the hues (equalising R,
+    # G and B apart would shift them), and equalises a volume with 3D contextual regions
+    # (1/8 of each side), which keeps slices consistent where per-slice CLAHE would give each
+    # slice its own contrast.
+    out = equalize_adapthist(image, clip_limit=clip)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def preprocess(
@@ -151,52 +337,64 @@ def preprocess(
     cfg: PreprocessConfig,
     *,
     spacing: tuple[float, ...] | None = None,
-    window: tuple[float, float] | None = None,
+    window: Window | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Decoded float image -> uint8, channel-first ``(C, H, W)`` or ``(C, D, H, W)``."""
-    colour = array.ndim == 3 and array.shape[-1] == 3 and len(cfg.size) == 2
-    is_3d = array.ndim == 3 and not colour
+    """Decoded float image -> uint8, channel-first ``(C, H, W)`` or ``(C, D, H, W)``.
+
+    ``array`` is (H, W) gray, (H, W, 3) colour (an alpha channel is dropped) or (D, H, W);
+    ``spacing`` is mm per pixel in the same axis order (needed by ``cfg.target_spacing``);
+    ``window`` is the DICOM's suggested (center, width), used when ``cfg.window == "file"``.
+    ``meta``, when given, records what was done differently from the config (a window
+    fallback).
+
+    >>> preprocess(np.zeros((40, 30, 3), np.float32), PreprocessConfig(size=[8, 8])).shape
+    (1, 8, 8)
+    """
+    a = np.asarray(array)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise DataError(f"the image has dtype {a.dtype}", hint="decode it to numbers first")
+    colour = a.ndim == 3 and a.shape[-1] in (3, 4)
+    if a.ndim not in (2, 3):
+        raise DataError(
+            f"the image has shape {a.shape}; expected (H, W), (H, W, 3) or (D, H, W)",
+            hint="give a 2D image, an RGB image or a single 3D volume",
+        )
+    is_3d = a.ndim == 3 and not colour
     dims = 3 if is_3d else 2
     if len(cfg.size) != dims:
+        example = [cfg.size[-1]] * dims
+        kind = "3D (D, H, W)" if is_3d else "2D" + (" colour" if colour else "")
         raise ConfigError(
-            f"preprocess.size has {len(cfg.size)} values but the images are {dims}D",
-            hint=f"give {dims} values, e.g. {[cfg.size[0]] * dims}",
+            f"preprocess size {cfg.size} has {len(cfg.size)} values but the image of shape "
+            f"{a.shape} is {kind}: size needs {dims} values",
+            hint=f"set data.preprocess.size to {dims} values, e.g. {example}",
         )
-    if np.isnan(array).any():
-        raise DataError("the image holds NaN values", hint="re-export the image")
-    if is_3d and cfg.target_spacing is not None and spacing is not None:
-        from scipy.ndimage import zoom
-
-        array = zoom(array, np.asarray(spacing) / np.asarray(cfg.target_spacing), order=1)
-    image = to_unit_range(array, cfg, window)
+    a = a.astype(np.float32, copy=False)
+    if colour:
+        a = a[..., :3]
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise DataError(
+            f"the image holds {int(bad.sum())} NaN or infinite values (of {a.size})",
+            hint="re-export the image, or skip such files with --skip-bad",
+        )
+    if is_3d and cfg.target_spacing is not None:
+        a = _resample(a, spacing, cfg.target_spacing)
+    image = to_unit_range(a, cfg, window, meta)
     if cfg.denoise == "nlm":
-        from skimage.restoration import denoise_nl_means, estimate_sigma
-
-        def nlm(s: np.ndarray) -> np.ndarray:
-            sigma = float(estimate_sigma(s))
-            if sigma <= 0:
-                return s
-            return denoise_nl_means(
-                s, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6
-            ).astype(np.float32)
-
-        image = _per_slice(nlm, image, is_3d, colour)
+        image = _denoise_nlm(image, colour, is_3d)
     if cfg.clahe:
-        from skimage.exposure import equalize_adapthist
-
-        image = _per_slice(
-            lambda s: equalize_adapthist(s, clip_limit=cfg.clahe_clip).astype(np.float32),
-            image,
-            is_3d,
-            colour,
-        )
-    image = resize_to(image, cfg.size, cfg.resize, fill=float(image.min()))
+        image = _clahe(image, cfg.clahe_clip)
     if colour and cfg.channels == 1:
+        # luminance (skimage's rgb2gray, BT.709 weights) before resizing: both are linear, so
+        # the result is the same as converting afterwards at a third of the resizing work
         from skimage.color import rgb2gray
 
-        image = rgb2gray(image)[None]
-    elif colour:
-        image = np.moveaxis(image, -1, 0)
-    else:
-        image = np.repeat(image[None], cfg.channels, axis=0)
-    return np.rint(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+        image = rgb2gray(image).astype(np.float32, copy=False)
+        colour = False
+    image = resize_to(image, cfg.size, cfg.resize)
+    # colour: channels first; gray: one channel, or three identical ones
+    image = np.moveaxis(image, -1, 0) if colour else np.repeat(image[None], cfg.channels, 0)
+    out = np.rint(np.clip(image, 0.0, 1.0) * 255.0)
+    return np.ascontiguousarray(out, dtype=np.uint8)
