@@ -27,7 +27,6 @@ from pydicom.data import get_testdata_file
 from medlens.data.cache import build_cache
 from medlens.data.manifest import scan_folder
 from medlens.data.preprocess import PreprocessConfig
-from medlens.data.readers import IMAGE_SUFFIXES
 
 
 def make_pngs(root: Path, n: int, side: int = 512) -> None:
@@ -68,7 +67,7 @@ def baseline(folder: Path, size: int) -> float:
 
 def medlens_speed(folder: Path, size: int, workers: int, cache: Path) -> float:
     shutil.rmtree(cache, ignore_errors=True)
-    m = scan_folder(folder, IMAGE_SUFFIXES)
+    m = scan_folder(folder)
     cfg = PreprocessConfig(size=[size, size])
     start = time.perf_counter()
     build_cache(m, cfg, cache, name=folder.name, workers=workers)
@@ -92,10 +91,14 @@ def main() -> None:
             many = medlens_speed(tmp / name, args.size, cores, tmp / "cache")
             rows.append((name, base, one, many))
     print(f"cache building, {args.n} files per format, 512x512 -> {args.size}x{args.size}")
-    print(f"hardware: {platform.processor() or platform.machine()}, {cores} CPU cores; "
-          f"python {platform.python_version()}")
-    print(f"| format | baseline loop (files/s) | medlens x1 | medlens x{cores} "
-          f"| x{cores} / baseline |")
+    print(
+        f"hardware: {platform.processor() or platform.machine()}, {cores} CPU cores; "
+        f"python {platform.python_version()}"
+    )
+    print(
+        f"| format | baseline loop (files/s) | medlens x1 | medlens x{cores} "
+        f"| x{cores} / baseline |"
+    )
     print("|---|---|---|---|---|")
     for name, base, one, many in rows:
         print(f"| {name} | {base:.0f} | {one:.0f} | {many:.0f} | {many / base:.2f} |")

@@ -92,6 +92,16 @@ def test_manifest_splits_by_patient_and_hides_ids(tmp_path):
     assert "MRN000" not in fp.model_dump_json()
 
 
+def test_parquet_manifest(tmp_path):
+    path = _manifest(tmp_path)
+    pd.read_csv(path).to_parquet(tmp_path / "m.parquet")
+    ds = load_dataset(
+        str(tmp_path / "m.parquet"),
+        options=SourceOptions(label_columns=["finding"], patient_column="patient_id", size=16),
+    )
+    assert sum(len(ds.splits[s]) for s in ds.splits) == 90 and ds.label_names == ["clear", "nodule"]
+
+
 def test_user_split_column_that_leaks_a_patient_is_an_error(tmp_path):
     path = _manifest(tmp_path)
     df = pd.read_csv(path)
@@ -102,7 +112,10 @@ def test_user_split_column_that_leaks_a_patient_is_an_error(tmp_path):
     opts = SourceOptions(
         label_columns=["finding"], patient_column="patient_id", split_column="split", size=16
     )
-    with pytest.raises(DataError, match="more than one split"):
+    with pytest.raises(
+        DataError,
+        match=r"12 patient\(s\) have images in more than one split, e.g. rows \d+, \d+, \d+",
+    ):
         load_dataset(str(path), options=opts)
 
 
@@ -193,6 +206,10 @@ def test_manifest_errors_name_the_row(tmp_path):
     df.loc[7, "finding"] = ""
     df.to_csv(path, index=False)
     with pytest.raises(DataError, match="empty 'finding' label in row"):
+        load_dataset(str(path), options=SourceOptions(label_columns=["finding"], size=16))
+    df.loc[7, "finding"] = "nodlue"  # a typo makes a class of one
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"label\(s\) 'nodlue' \(row 9\) appear only once"):
         load_dataset(str(path), options=SourceOptions(label_columns=["finding"], size=16))
     with pytest.raises(DataError, match="no label column 'diagnosis'"):
         load_dataset(str(path), options=SourceOptions(label_columns=["diagnosis"]))

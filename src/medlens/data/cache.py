@@ -31,7 +31,7 @@ from medlens.data.preprocess import PreprocessConfig, preprocess
 from medlens.data.readers import read_image_file
 from medlens.errors import DataError, MedlensError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump whenever preprocessing output changes
 CHUNK = 64
 
 

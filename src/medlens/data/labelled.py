@@ -12,7 +12,7 @@ from medlens.data.cache import build_cache, hash_patient
 from medlens.data.dataset import SPLITS, ArrayDataset, Split
 from medlens.data.manifest import Manifest, check_split_classes, read_manifest, scan_folder
 from medlens.data.preprocess import PreprocessConfig
-from medlens.data.readers import IMAGE_SUFFIXES, read_image_file
+from medlens.data.readers import read_image_file
 from medlens.data.splits import assign_splits, check_patient_leakage
 from medlens.errors import DataError, MedlensError
 
@@ -55,7 +55,7 @@ def read_source(path: Path, opts: SourceOptions) -> Manifest:
                 "--split-column apply to manifests",
                 hint="use class sub-folders, or write a CSV manifest",
             )
-        return scan_folder(path, IMAGE_SUFFIXES)
+        return scan_folder(path)
     return read_manifest(
         path,
         label_columns=opts.label_columns,
@@ -89,6 +89,21 @@ def default_preprocess(m: Manifest, size: int | None) -> PreprocessConfig:
     )
 
 
+def check_leaks_by_row(m: Manifest, patients: np.ndarray) -> None:
+    """The user's split column must keep each patient in one split; name rows, not ids."""
+    try:
+        check_patient_leakage(m.splits, patients)
+    except DataError:
+        leaks = [p for p in np.unique(patients) if len(set(m.splits[patients == p])) > 1]
+        shown = "; ".join(
+            "rows " + ", ".join(str(r) for r in m.rows[patients == p][:4]) for p in leaks[:3]
+        )
+        raise DataError(
+            f"{m.source}: {len(leaks)} patient(s) have images in more than one split, e.g. {shown}",
+            hint="fix the split column, or drop it and let medlens split by patient",
+        ) from None
+
+
 def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> ArrayDataset:
     """Read, cache and split a folder or manifest.
 
@@ -113,7 +128,7 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
     if m.splits is None:
         m.splits = assign_splits(m.labels, patients, seed=opts.seed)
     elif patients is not None:
-        check_patient_leakage(m.splits, patients)
+        check_leaks_by_row(m, patients)
     check_split_classes(m)
     splits = {}
     for split in SPLITS:

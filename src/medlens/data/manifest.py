@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from medlens.data.dataset import SPLITS
+from medlens.data.readers import image_kind
 from medlens.errors import DataError
 
 PATH_COLUMNS = ("path", "image", "file", "filename", "image_path")
@@ -118,6 +119,15 @@ def _single_label(values: pd.Series, path: Path, column: str):
             f"{path}: column {column!r} holds one class only ({names[0]!r})",
             hint="a classifier needs at least two classes",
         )
+    counts = text.value_counts()
+    lonely = [n for n in names if counts[n] == 1]
+    if lonely:
+        rows = [int(np.flatnonzero(text.to_numpy() == n)[0]) + 2 for n in lonely]
+        shown = ", ".join(f"{n!r} (row {r})" for n, r in zip(lonely, rows, strict=True))
+        raise DataError(
+            f"{path}: label(s) {shown} appear only once in column {column!r}",
+            hint="a label seen once is most likely a typo: correct it or drop the row",
+        )
     index = {n: i for i, n in enumerate(names)}
     return text.map(index).to_numpy(np.int64), names
 
@@ -136,6 +146,18 @@ def _multi_label(df: pd.DataFrame, columns: list[str], path: Path):
             )
         out[:, k] = text.map(mapping).to_numpy(np.float32)
     return out
+
+
+def _patients(values: pd.Series, path: Path, column: str) -> np.ndarray:
+    text = values.astype(str).str.strip()
+    blank = np.flatnonzero(text.str.lower().isin(("", "nan", "none")))
+    if len(blank):
+        rows = ", ".join(str(i + 2) for i in blank[:5])
+        raise DataError(
+            f"{path}: empty {column!r} patient id in row(s) {rows}",
+            hint="give every row its patient id; unknown ids would merge patients",
+        )
+    return text.to_numpy(str)
 
 
 def _splits(values: pd.Series, path: Path) -> np.ndarray:
@@ -197,7 +219,7 @@ def read_manifest(
         rows=np.arange(2, len(df) + 2),
         patients=None
         if patient_column is None
-        else _column(df, patient_column, "patient", path).astype(str).to_numpy(str),
+        else _patients(_column(df, patient_column, "patient", path), path, patient_column),
         splits=None
         if split_column is None
         else _splits(_column(df, split_column, "split", path), path),
@@ -205,7 +227,7 @@ def read_manifest(
     )
 
 
-def scan_folder(folder: str | Path, suffixes: frozenset[str]) -> Manifest:
+def scan_folder(folder: str | Path) -> Manifest:
     """An image folder: one sub-folder per class, or train/val/test folders holding those.
 
     ::
@@ -237,7 +259,7 @@ def scan_folder(folder: str | Path, suffixes: frozenset[str]) -> Manifest:
         for k, name in enumerate(class_names):
             files = (
                 sorted(
-                    f for f in (root / name).rglob("*") if f.is_file() and _suffix(f) in suffixes
+                    f for f in (root / name).rglob("*") if f.is_file() and image_kind(f) is not None
                 )
                 if (root / name).is_dir()
                 else []
@@ -261,11 +283,6 @@ def scan_folder(folder: str | Path, suffixes: frozenset[str]) -> Manifest:
         rows=np.arange(len(paths)),
         splits=np.asarray(splits, str) if split_dirs else None,
     )
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
 def check_split_classes(m: Manifest) -> None:
