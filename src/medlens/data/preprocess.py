@@ -189,7 +189,10 @@ def to_unit_range(
         z = np.clip((a - np.float32(mean)) / np.float32(std), -3.0, 3.0)
         return ((z + 3.0) / 6.0).astype(np.float32)
     if cfg.normalize == "percentile":
-        p_lo, p_hi = (float(p) for p in np.percentile(a, cfg.percentiles))
+        # a regular subsample of at most 65,536 pixels: percentiles to well under one grey
+        # level, and 4 ms -> 0.3 ms on a 512 x 512 image
+        sample = a.ravel()[:: max(1, a.size // 65_536)]
+        p_lo, p_hi = (float(p) for p in np.percentile(sample, cfg.percentiles))
         # a mostly flat image (e.g. a small object on an empty background) can have equal
         # percentiles although it is not constant: min-max keeps its object visible
         if p_hi > p_lo:
@@ -208,10 +211,9 @@ def resize_to(
     ``crop`` keeps the aspect ratio, fills ``size`` and centre-crops; ``stretch`` resizes
     each axis independently.
     """
-    # skimage's resize handles 2D, colour and 3D alike and, when shrinking, blurs first with a
-    # Gaussian sized from the scale factor (PIL has no 3D and no float colour, scipy's zoom no
-    # anti-aliasing); order=1 and preserve_range keep the 0..1 values free of overshoot.
-    from skimage.transform import resize
+    # 3D: skimage's resize, which blurs first with a Gaussian sized from the scale factor when
+    # shrinking (scipy's zoom has no anti-aliasing); order=1 keeps 0..1 free of overshoot.
+    # 2D goes through Pillow (see _resize_2d): 10-20x faster, the cache's hot path.
 
     size = [int(s) for s in size]
     n = len(size)
@@ -237,10 +239,15 @@ def resize_to(
         ]
     else:
         raise ConfigError(f"unknown resize mode {mode!r}", hint="use pad, crop or stretch")
-    shrinking = any(t < s for s, t in zip(spatial, shape, strict=True))
-    resized = resize(
-        image, tuple(shape) + rest, order=1, preserve_range=True, anti_aliasing=shrinking
-    ).astype(np.float32, copy=False)
+    if n == 2:
+        resized = _resize_2d(image, shape)
+    else:
+        from skimage.transform import resize
+
+        shrinking = any(t < s for s, t in zip(spatial, shape, strict=True))
+        resized = resize(
+            image, tuple(shape) + rest, order=1, preserve_range=True, anti_aliasing=shrinking
+        ).astype(np.float32, copy=False)
     if mode == "stretch":
         return resized
     fill = float(image.min()) if fill is None else fill
@@ -256,6 +263,24 @@ def resize_to(
             dst.append(slice(0, t))
     canvas[tuple(dst)] = resized[tuple(src)]
     return canvas
+
+
+def _resize_2d(image: np.ndarray, shape: list[int]) -> np.ndarray:
+    """Bilinear resize of (H, W) or (H, W, C) float32, one channel at a time, with Pillow.
+
+    Pillow's float ("F") mode widens the bilinear filter by the scale factor when shrinking,
+    so it is anti-aliased like skimage's Gaussian-then-resize, at ~1 ms instead of ~20 ms for a
+    512 x 512 image (benchmarks/cache_speed.py). Bilinear weights are non-negative, so values
+    stay within the input's range.
+    """
+    from PIL import Image
+
+    planes = image[..., None] if image.ndim == 2 else image
+    out = np.empty((shape[0], shape[1], planes.shape[-1]), np.float32)
+    for c in range(planes.shape[-1]):
+        plane = Image.fromarray(np.ascontiguousarray(planes[..., c]), mode="F")
+        out[..., c] = np.asarray(plane.resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+    return out[..., 0] if image.ndim == 2 else out
 
 
 def _resample(
