@@ -563,3 +563,31 @@ def test_png_16bit_colour_is_flagged(tmp_path):
     img = read_image_file(tmp_path / "rgb16.png")
     assert img.array.shape == (h, w, 3) and img.meta["reduced_to_8_bit"] is True
     np.testing.assert_array_equal(img.array, (arr >> 8).astype(np.float32))
+
+
+def test_dicom_voi_lut_sequence_is_applied_by_window_file(tmp_path):
+    """A non-linear VOI LUT (here a square law over 0..2047 HU) replaces the linear window."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from medlens.data.preprocess import PreprocessConfig, preprocess
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    item = Dataset()
+    item.add_new(0x00283002, "US", [2048, 0, 16])  # LUTDescriptor: entries, first value, bits
+    table = np.round((np.arange(2048) / 2047.0) ** 2 * 65535).astype(np.uint16)
+    item.add_new(0x00283006, "US", table.tolist())  # LUTData
+    ds.VOILUTSequence = Sequence([item])
+    for keyword in ("WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            del ds[keyword]
+    ds.save_as(tmp_path / "voi.dcm")
+    img = read_image_file(tmp_path / "voi.dcm")
+    expected = (np.clip(img.array, 0, 2047) / 2047) ** 2
+    assert img.meta["voi_lut"] and np.abs(img.voi - expected).max() < 1e-4
+    out = preprocess(
+        img.array, PreprocessConfig(size=[128, 128], window="file"), window=img.window, voi=img.voi
+    )
+    assert np.abs(out[0] / 255.0 - expected).max() <= 0.5 / 255 + 1e-6
+    plain = read_image_file(get_testdata_file("CT_small.dcm"))
+    assert plain.voi is None and "voi_lut" not in plain.meta

@@ -31,7 +31,7 @@ from medlens.data.preprocess import PreprocessConfig, preprocess
 from medlens.data.readers import read_image_file
 from medlens.errors import DataError, MedlensError
 
-CACHE_VERSION = 2  # bump whenever preprocessing output changes
+CACHE_VERSION = 3  # bump whenever preprocessing output changes
 CHUNK = 64
 
 
@@ -77,7 +77,7 @@ def _process_chunk(paths: list[str], cfg_json: str) -> list[dict]:
     for p in paths:
         try:
             img = read_image_file(p)
-            arr = preprocess(img.array, cfg, spacing=img.spacing, window=img.window)
+            arr = preprocess(img.array, cfg, spacing=img.spacing, window=img.window, voi=img.voi)
             out.append(
                 {
                     "image": arr,

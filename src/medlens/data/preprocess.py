@@ -364,8 +364,12 @@ def preprocess(
     spacing: tuple[float, ...] | None = None,
     window: Window | None = None,
     meta: dict[str, Any] | None = None,
+    voi: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decoded float image -> uint8, channel-first ``(C, H, W)`` or ``(C, D, H, W)``.
+
+    ``voi``: the file's own non-linear VOI LUT already applied, in [0, 1] (DICOM VOI LUT
+    Sequence); with ``cfg.window == "file"`` it replaces the intensity step.
 
     ``array`` is (H, W) gray, (H, W, 3) colour (an alpha channel is dropped) or (D, H, W);
     ``spacing`` is mm per pixel in the same axis order (needed by ``cfg.target_spacing``);
@@ -376,6 +380,9 @@ def preprocess(
     >>> preprocess(np.zeros((40, 30, 3), np.float32), PreprocessConfig(size=[8, 8])).shape
     (1, 8, 8)
     """
+    if voi is not None and cfg.window == "file":
+        array = np.asarray(voi, dtype=np.float32) * np.float32(255)
+        cfg = cfg.model_copy(update={"window": None, "normalize": "none"})
     a = np.asarray(array)
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
         raise DataError(f"the image has dtype {a.dtype}", hint="decode it to numbers first")

@@ -111,6 +111,7 @@ class LoadedImage:
     kind: str
     window: tuple[float, float] | None = None
     meta: dict = field(default_factory=dict)
+    voi: np.ndarray | None = None  # DICOM VOI LUT Sequence applied, in [0, 1] (else None)
 
     def __repr__(self) -> str:  # the shape, not the pixel values
         return (
@@ -448,7 +449,35 @@ def _decode_dicom(ds, path: Path, max_pixels: int) -> LoadedImage:
     volume = arr.ndim == 3 and not colour
     meta["n_frames"] = int(arr.shape[0]) if volume else 1
     spacing = _dicom_spacing(ds, volume, meta)
-    return LoadedImage(_finite(arr, path, meta), spacing, "dicom", window, meta)
+    voi = None if colour else _voi_lut(ds, arr, meta)
+    return LoadedImage(_finite(arr, path, meta), spacing, "dicom", window, meta, voi)
+
+
+def _voi_lut(ds, values: np.ndarray, meta: dict) -> np.ndarray | None:
+    """The file's non-linear VOI LUT (VOI LUT Sequence) applied to the modality values.
+
+    Linear windows are returned as ``window`` instead; only a lookup table lands here.
+    ``values`` are already inverted for MONOCHROME1, so the table is read on the original
+    values and its output inverted the same way.
+    """
+    from pydicom.pixels import apply_voi_lut
+
+    if "VOILUTSequence" not in ds:
+        return None
+    try:
+        item = ds.VOILUTSequence[0]
+        bits = int(item.LUTDescriptor[2])
+        original = values
+        if meta.get("inverted"):
+            lo, hi = float(values.min()), float(values.max())
+            original = hi + lo - values
+        mapped = apply_voi_lut(np.rint(original).astype(np.int64), ds, prefer_lut=True)
+        out = np.clip(np.asarray(mapped, np.float32) / np.float32(2**bits - 1), 0.0, 1.0)
+    except Exception as exc:  # a malformed table: fall back to the window or normalisation
+        meta["voi_lut_error"] = type(exc).__name__
+        return None
+    meta["voi_lut"] = True
+    return 1.0 - out if meta.get("inverted") else out
 
 
 def _dicom_pixels(ds, path: Path) -> np.ndarray:
