@@ -254,6 +254,7 @@ def test_dicom_manifest_trains_and_leaks_no_phi(tmp_path):
         overrides={"data.preprocess.window": "soft_tissue"},
     )
     assert result.plan.data.preprocess.window == "soft_tissue"
+    assert json.loads((run / "fingerprint.json").read_text())["modality"] == "ct"
     assert result.metrics["test"]["auc"] >= 0.9, result.metrics["test"]
     written = b"".join(f.read_bytes() for f in run.rglob("*") if f.is_file())
     written += b"".join(

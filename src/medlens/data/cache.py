@@ -31,7 +31,7 @@ from medlens.data.preprocess import PreprocessConfig, preprocess
 from medlens.data.readers import read_image_file
 from medlens.errors import DataError, MedlensError
 
-CACHE_VERSION = 3  # bump whenever preprocessing output changes
+CACHE_VERSION = 4  # bump whenever preprocessing output changes
 CHUNK = 64
 
 
@@ -45,6 +45,7 @@ class CachedData:
     orig_shapes: list[list[int]]
     spacings: list[list[float] | None]
     skipped: list[dict]
+    modality: str | None = None  # the most common DICOM Modality tag (CT, MR, ...), if any
 
 
 def hash_patient(pid: str) -> str:
@@ -83,6 +84,7 @@ def _process_chunk(paths: list[str], cfg_json: str) -> list[dict]:
                     "image": arr,
                     "shape": list(img.array.shape),
                     "spacing": list(img.spacing) if img.spacing else None,
+                    "modality": img.meta.get("modality"),
                 }
             )
         except MedlensError as exc:
@@ -219,12 +221,14 @@ def _assemble(
         shapes=np.array(json.dumps([flat[i]["shape"] for i in keep])),
         spacings=np.array(json.dumps([flat[i]["spacing"] for i in keep])),
     )
+    tags = [flat[i].get("modality") for i in keep if flat[i].get("modality")]
     info = {
         "version": CACHE_VERSION,
         "key": key,
         "source": manifest.source,
         "n": len(keep),
         "skipped": len(skipped),
+        "modality": max(set(tags), key=tags.count) if tags else None,
         "preprocess": cfg.model_dump(mode="json"),
     }
     (folder / "info.json").write_text(json.dumps(info, indent=2))  # written last: marks it done
@@ -239,6 +243,7 @@ def load_cache(folder: Path) -> CachedData:
         spacings = json.loads(str(f["spacings"]))
     with (folder / "skipped.csv").open() as f:
         skipped = list(csv.DictReader(f))
+    info = json.loads((folder / "info.json").read_text())
     return CachedData(
         path=folder,
         images=np.load(folder / "images.npy", mmap_mode="r"),
@@ -246,4 +251,5 @@ def load_cache(folder: Path) -> CachedData:
         orig_shapes=shapes,
         spacings=spacings,
         skipped=skipped,
+        modality=info.get("modality"),
     )

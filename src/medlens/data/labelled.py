@@ -17,6 +17,23 @@ from medlens.data.splits import assign_splits, check_patient_leakage
 from medlens.errors import DataError, MedlensError
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")
+# DICOM Modality codes (PS3.3 C.7.3.1.1.1) in the words the planner and reports use
+MODALITY_NAMES = {
+    "CT": "ct",
+    "MR": "mri",
+    "CR": "x-ray",
+    "DX": "x-ray",
+    "RG": "x-ray",
+    "MG": "mammography",
+    "US": "ultrasound",
+    "PT": "pet",
+    "NM": "nuclear medicine",
+    "XA": "angiography",
+    "OCT": "retinal oct",
+    "OP": "fundus camera",
+    "SM": "pathology slide microscope",
+    "XC": "photograph",
+}
 DEFAULT_SIZE_2D, DEFAULT_SIZE_3D = 224, 64
 
 
@@ -158,6 +175,6 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
         label_names=m.label_names,
         splits=splits,
         source=str(path),
-        modality="unknown",
+        modality=MODALITY_NAMES.get(cached.modality or "", "unknown"),
         metadata=metadata,
     )
