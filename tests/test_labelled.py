@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
+from sklearn.metrics import roc_auc_score
 
 import medlens.api as ml
 from medlens.data.fingerprint import fingerprint
@@ -255,6 +256,12 @@ def test_dicom_manifest_trains_and_leaks_no_phi(tmp_path):
     )
     assert result.plan.data.preprocess.window == "soft_tissue"
     assert json.loads((run / "fingerprint.json").read_text())["modality"] == "ct"
+    # predict reads DICOM and applies the run's own preprocessing (soft-tissue window)
+    rows = ml.predict(run, [tmp_path / "ct"])
+    truth = pd.read_csv(path).set_index("path")["label"]
+    is_high = [truth[Path(r["path"]).name] == "high" for r in rows]
+    auc = roc_auc_score(is_high, [r["p_high"] for r in rows])
+    assert len(rows) == 40 and auc >= 0.9, auc
     assert result.metrics["test"]["auc"] >= 0.9, result.metrics["test"]
     written = b"".join(f.read_bytes() for f in run.rglob("*") if f.is_file())
     written += b"".join(

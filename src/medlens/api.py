@@ -113,7 +113,7 @@ def plan(
     reporter: Reporter | None = None,
 ) -> tuple[Plan, Fingerprint, ArrayDataset]:
     """The default recipe for ``source`` on ``device``, with ``overrides`` applied."""
-    fields = {k: v for k, v in (source_fields or {}).items() if v not in (None, False, [])}
+    fields = source_fields or {}
     ds = load_dataset(
         source,
         data_dir=data_dir,
@@ -127,14 +127,30 @@ def plan(
     overrides.setdefault("train.device", device)
     kind = resolve_device(str(overrides["train.device"])).type
     is_medmnist = "medmnist_flag" in fp.metadata
-    recipe = make_plan(
-        fp,
-        device=kind,
-        data_dir=data_dir,
-        size=size if is_medmnist else None,
-        overrides=overrides,
-        source_fields=fields,
-    )
+
+    def recipe_for(fp: Fingerprint) -> Plan:
+        return make_plan(
+            fp,
+            device=kind,
+            data_dir=data_dir,
+            size=size if is_medmnist else None,
+            overrides=overrides,
+            source_fields=fields,
+        )
+
+    recipe = recipe_for(fp)
+    chosen = recipe.data.preprocess
+    if chosen is not None and chosen.model_dump(mode="json") != fp.metadata.get("preprocess"):
+        # --set data.preprocess.* changed how files become arrays: cache them that way, and
+        # take the fingerprint (and so the normalisation statistics) from that data
+        ds = load_dataset(
+            source,
+            size=size,
+            options=source_options(fields, chosen),
+            on_progress=_progress(reporter),
+        )
+        fp = fingerprint(ds)
+        recipe = recipe_for(fp)
     return recipe, fp, ds
 
 
@@ -300,8 +316,8 @@ def evaluate_run(
     download: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on val and test; writes metrics.json and predictions.csv."""
-    from medlens.data.loader import DeviceArrays
     from medlens.inference import predict_arrays
+    from medlens.train.loop import device_arrays
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     run.require_trained()
@@ -318,14 +334,7 @@ def evaluate_run(
     }
     rows = []
     for split in ("val", "test"):
-        data = DeviceArrays(
-            ds.splits[split].images,
-            ds.splits[split].labels,
-            device,
-            recipe.data.mean,
-            recipe.data.std,
-            recipe.train.channels_last and recipe.data.spatial_dims == 2,
-        )
+        data = device_arrays(recipe, ds.splits[split].images, ds.splits[split].labels, device)
         probs, labels, speed = predict_arrays(
             model, data, recipe.data.task, recipe.train.eval_batch_size, recipe.train.amp
         )
@@ -340,28 +349,49 @@ def evaluate_run(
     return out
 
 
+def _label_text(names: list[str], value: np.ndarray, task: str) -> str:
+    """A class name, or the ';'-joined names of the labels that are on (multi-label)."""
+    if task == "multi-label":
+        return ";".join(n for n, v in zip(names, value, strict=True) if v > 0.5)
+    return names[int(value)]
+
+
 def _prediction_rows(split: str, labels: np.ndarray, probs: np.ndarray, recipe: Plan) -> list:
     pred = predict_labels(probs, recipe.data.task)
-    names = recipe.data.label_names
-    rows = []
-    for i in range(len(probs)):
-        if recipe.data.task == "multi-label":
-            true = ";".join(n for n, v in zip(names, labels[i], strict=True) if v > 0.5)
-            guess = ";".join(n for n, v in zip(names, pred[i], strict=True) if v)
-        else:
-            true, guess = names[int(labels[i])], names[int(pred[i])]
-        rows.append([split, i, true, guess, *(f"{p:.6f}" for p in probs[i])])
-    return rows
+    names, task = recipe.data.label_names, recipe.data.task
+    return [
+        [
+            split,
+            i,
+            _label_text(names, labels[i], task),
+            _label_text(names, pred[i], task),
+            *(f"{p:.6f}" for p in probs[i]),
+        ]
+        for i in range(len(probs))
+    ]
 
 
-def _write_predictions(path: Path, rows: list, recipe: Plan, first: str = "split") -> None:
-    header = [first, "index", "label", "predicted"] + [f"p_{n}" for n in recipe.data.label_names]
+def _write_predictions(path: Path, rows: list, recipe: Plan) -> None:
+    header = ["split", "index", "label", "predicted"] + [f"p_{n}" for n in recipe.data.label_names]
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
     tmp.replace(path)
+
+
+def _read_inputs(files: list[Path], recipe: Plan, run: RunDir) -> np.ndarray:
+    """Files as the model's inputs: through the plan's preprocessing when the run has one
+    (folders and manifests), else read at the MedMNIST size."""
+    if recipe.data.preprocess is not None:
+        from medlens.data.cache import prepare_file
+
+        return np.stack([prepare_file(f, recipe.data.preprocess)[0] for f in files])
+    from medlens.data.images import read_image
+
+    shape = tuple(json.loads(run.fingerprint.read_text())["image_shape"])
+    return np.stack([read_image(f, recipe.data.in_chans, shape) for f in files])
 
 
 def predict(
@@ -371,52 +401,33 @@ def predict(
     output: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Class probabilities for image files (or folders of them); writes a CSV when ``output``."""
-    import torch
-
-    from medlens.data.images import expand_inputs, read_image
-    from medlens.data.loader import DeviceArrays
+    from medlens.data.images import expand_inputs
     from medlens.inference import predict_arrays
+    from medlens.train.loop import device_arrays
 
     run = RunDir(Path(run_dir))
     run.require_trained()
     recipe = load_plan(run.plan)
-    shape = tuple(json.loads(run.fingerprint.read_text())["image_shape"])
     files = expand_inputs(list(inputs))
-    images = np.stack([read_image(f, recipe.data.in_chans, shape) for f in files])
+    images = _read_inputs(files, recipe, run)
     device = resolve_device(recipe.train.device)
     model, _ = _load_model(run, recipe, device)
-    dummy = np.zeros(
-        (len(files),) + ((recipe.data.n_classes,) if recipe.data.task == "multi-label" else ()),
-        dtype=np.int64,
+    multi = recipe.data.task == "multi-label"
+    dummy = np.zeros((len(files),) + ((recipe.data.n_classes,) if multi else ()), dtype=np.int64)
+    data = device_arrays(recipe, images, dummy, device)
+    probs, _, _ = predict_arrays(
+        model, data, recipe.data.task, recipe.train.eval_batch_size, recipe.train.amp
     )
-    data = DeviceArrays(
-        images,
-        dummy,
-        device,
-        recipe.data.mean,
-        recipe.data.std,
-        recipe.train.channels_last and recipe.data.spatial_dims == 2,
-    )
-    with torch.inference_mode():
-        probs, _, _ = predict_arrays(
-            model, data, recipe.data.task, recipe.train.eval_batch_size, recipe.train.amp
-        )
     pred = predict_labels(probs, recipe.data.task)
     names = recipe.data.label_names
-    results = []
-    for f, p, k in zip(files, probs, pred, strict=True):
-        label = (
-            ";".join(n for n, v in zip(names, k, strict=True) if v)
-            if recipe.data.task == "multi-label"
-            else names[int(k)]
-        )
-        results.append(
-            {
-                "path": str(f),
-                "predicted": label,
-                **{f"p_{n}": float(v) for n, v in zip(names, p, strict=True)},
-            }
-        )
+    results = [
+        {
+            "path": str(f),
+            "predicted": _label_text(names, k, recipe.data.task),
+            **{f"p_{n}": float(v) for n, v in zip(names, p, strict=True)},
+        }
+        for f, p, k in zip(files, probs, pred, strict=True)
+    ]
     if output is not None:
         with Path(output).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(results[0]))

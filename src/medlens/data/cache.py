@@ -28,7 +28,7 @@ import numpy as np
 
 from medlens.data.manifest import Manifest
 from medlens.data.preprocess import PreprocessConfig, preprocess
-from medlens.data.readers import read_image_file
+from medlens.data.readers import LoadedImage, read_image_file
 from medlens.errors import DataError, MedlensError
 
 CACHE_VERSION = 4  # bump whenever preprocessing output changes
@@ -46,6 +46,7 @@ class CachedData:
     spacings: list[list[float] | None]
     skipped: list[dict]
     modality: str | None = None  # the most common DICOM Modality tag (CT, MR, ...), if any
+    patients: np.ndarray | None = None  # hashed patient ids of the kept images, if any
 
 
 def hash_patient(pid: str) -> str:
@@ -71,14 +72,23 @@ def _digest(*parts: object) -> str:
     return h.hexdigest()
 
 
+def prepare_file(path: str | Path, cfg: PreprocessConfig) -> tuple[np.ndarray, LoadedImage]:
+    """One file as the model sees it (uint8, channel-first), and what was decoded.
+
+    The single path from a file to a model input: the cache and ``medlens predict`` both use
+    it, so a prediction sees exactly the preprocessing training saw.
+    """
+    img = read_image_file(path)
+    return preprocess(img.array, cfg, spacing=img.spacing, window=img.window, voi=img.voi), img
+
+
 def _process_chunk(paths: list[str], cfg_json: str) -> list[dict]:
     """Worker: read and preprocess each file; a failure is recorded, not raised."""
     cfg = PreprocessConfig.model_validate_json(cfg_json)
     out = []
     for p in paths:
         try:
-            img = read_image_file(p)
-            arr = preprocess(img.array, cfg, spacing=img.spacing, window=img.window, voi=img.voi)
+            arr, img = prepare_file(p, cfg)
             out.append(
                 {
                     "image": arr,
@@ -239,6 +249,7 @@ def load_cache(folder: Path) -> CachedData:
     """Open a finished cache folder (images memory-mapped)."""
     with np.load(folder / "arrays.npz", allow_pickle=False) as f:
         keep = f["keep"]
+        patients = f["patients"] if len(f["patients"]) else None
         shapes = json.loads(str(f["shapes"]))
         spacings = json.loads(str(f["spacings"]))
     with (folder / "skipped.csv").open() as f:
@@ -252,4 +263,5 @@ def load_cache(folder: Path) -> CachedData:
         spacings=spacings,
         skipped=skipped,
         modality=info.get("modality"),
+        patients=patients,
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medlens.data.readers import image_kind
 from medlens.errors import DataError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 # Refuse images over this many pixels: a 50,000 x 50,000 PNG decompresses to gigabytes.
 MAX_PIXELS = 16_384 * 16_384
 
@@ -103,9 +103,7 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(
-                sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES | {".npy"})
-            )
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and image_kind(f)))
         else:
             out.append(p)
     if not out:

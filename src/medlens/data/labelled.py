@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medlens.data.cache import build_cache, hash_patient
+from medlens.data.cache import build_cache
 from medlens.data.dataset import SPLITS, ArrayDataset, Split
 from medlens.data.manifest import Manifest, check_split_classes, read_manifest, scan_folder
 from medlens.data.preprocess import PreprocessConfig
@@ -51,7 +51,6 @@ class SourceOptions:
     preprocess: PreprocessConfig | None = None
     seed: int = 0
     workers: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def default_cache_dir() -> Path:
@@ -141,7 +140,7 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
         on_progress=on_progress,
     )
     m = m.subset(np.isin(np.arange(len(m)), cached.keep))
-    patients = None if m.patients is None else np.array([hash_patient(p) for p in m.patients])
+    patients = cached.patients  # hashed when the cache was built, in the order of keep
     if m.splits is None:
         m.splits = assign_splits(m.labels, patients, seed=opts.seed)
     elif patients is not None:

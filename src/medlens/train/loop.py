@@ -80,6 +80,15 @@ def build_model_for(plan: Plan, device: torch.device) -> torch.nn.Module:
     return model
 
 
+def device_arrays(
+    plan: Plan, images: np.ndarray, labels: np.ndarray, device: torch.device
+) -> DeviceArrays:
+    """Images and labels on ``device``, normalised and laid out as the plan says."""
+    return DeviceArrays(
+        images, labels, device, plan.data.mean, plan.data.std, plan.train.channels_last
+    )
+
+
 def _nll(probs: np.ndarray, labels: np.ndarray, task: str) -> float:
     p = np.clip(probs, 1e-7, 1 - 1e-7)
     if task == "multi-label":
@@ -132,13 +141,8 @@ def fit(
         torch.backends.cudnn.allow_tf32 = True
     model = build_model_for(plan, device)
     train_split, val_split = ds.splits["train"], ds.splits["val"]
-    channels_last = cfg.channels_last and plan.data.spatial_dims == 2
-    train = DeviceArrays(
-        train_split.images, train_split.labels, device, plan.data.mean, plan.data.std, channels_last
-    )
-    val = DeviceArrays(
-        val_split.images, val_split.labels, device, plan.data.mean, plan.data.std, channels_last
-    )
+    train = device_arrays(plan, train_split.images, train_split.labels, device)
+    val = device_arrays(plan, val_split.images, val_split.labels, device)
     loss_fn = build_loss(plan.loss, plan.data.task, ds.class_counts("train"), len(train)).to(device)
     drop_last = len(train) > cfg.batch_size
     steps_per_epoch = len(train) // cfg.batch_size if drop_last else 1
