@@ -83,3 +83,16 @@ def volume_npz(tmp_path) -> Path:
     return write_blob_npz(
         tmp_path / "blobs3d.npz", "multi-class", spatial_dims=3, size=12, n=(120, 40, 60), k=2
     )
+
+
+@pytest.fixture(scope="session")
+def breast_run(medmnist_dir, tmp_path_factory) -> Path:
+    """One BreastMNIST run with the default CPU plan, trained once per test session (~15 s).
+
+    Read-only for tests: copy it (shutil.copytree) before changing anything inside.
+    """
+    import medlens.api as ml
+
+    out = tmp_path_factory.mktemp("breast_run") / "run"
+    ml.train("breastmnist", data_dir=str(medmnist_dir), output=out, device="cpu")
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -188,12 +189,16 @@ def test_train_evaluate_predict_and_the_run_survives_bad_commands(capsys, medmni
         predicted = {Path(r["path"]).stem: float(r["p_malignant"]) for r in csv.DictReader(f)}
     with (run / "predictions.csv").open() as f:
         reference = {
-            int(r["index"]): float(r["p_malignant"])
+            int(r["index"]): (float(r["p_malignant"]), float(r["p_normal, benign"]))
             for r in csv.DictReader(f)
             if r["split"] == "test"
         }
+    # predict gives calibrated probabilities: softmax(logits / T), logits = log p up to a shift
+    t = json.loads((run / "calibration.json").read_text())["temperature"]
     for i in range(5):
-        assert predicted[f"case{i}"] == pytest.approx(reference[i], abs=1e-5)
+        z = np.log(reference[i]) / t
+        calibrated = np.exp(z[0]) / np.exp(z).sum()
+        assert predicted[f"case{i}"] == pytest.approx(calibrated, abs=1e-4)
 
 
 def test_predict_rejects_broken_files(capsys, medmnist_dir, tmp_path):

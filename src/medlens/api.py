@@ -173,6 +173,16 @@ def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
             "the plan does not fit the data: " + "; ".join(wrong),
             hint="make a new plan with `medlens plan` for this dataset",
         )
+    if recipe.evaluate.subgroups:
+        from medlens.evaluate.subgroups import subgroup_columns
+
+        meta = ds.splits["test"].meta
+        if meta is None:
+            raise ConfigError(
+                "evaluate.subgroups names columns, but this data has no metadata columns",
+                hint="subgroups come from extra columns of a CSV/Parquet manifest",
+            )
+        subgroup_columns(meta, recipe.evaluate.subgroups)
     dims = model_spatial_dims(recipe.model.name)
     if dims != ds.spatial_dims:
         raise ConfigError(
@@ -315,8 +325,14 @@ def evaluate_run(
     data_dir: str | None = None,
     download: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate the best checkpoint on val and test; writes metrics.json and predictions.csv."""
-    from medlens.inference import predict_arrays
+    """Evaluate the best checkpoint on val and test.
+
+    Writes metrics.json, predictions.csv, trust.json (calibration, CIs, operating points,
+    conformal sets, subgroups) and calibration.json (what ``predict`` applies to new cases).
+    """
+    from medlens.evaluate.calibration import probabilities
+    from medlens.evaluate.trust import trust_analysis
+    from medlens.inference import predict_logits
     from medlens.train.loop import device_arrays
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
@@ -327,26 +343,61 @@ def evaluate_run(
         check_plan_fits(recipe, ds)
     device = resolve_device(recipe.train.device)
     model, info = _load_model(run, recipe, device)
+    task = recipe.data.task
     out: dict[str, Any] = {
         "dataset": ds.name,
         "model": recipe.model.name,
         "checkpoint": {"path": str(run.best), **info},
     }
-    rows = []
+    logits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in ("val", "test"):
         data = device_arrays(recipe, ds.splits[split].images, ds.splits[split].labels, device)
-        probs, labels, speed = predict_arrays(
-            model, data, recipe.data.task, recipe.train.eval_batch_size, recipe.train.amp
+        z, labels, speed = predict_logits(
+            model, data, recipe.train.eval_batch_size, recipe.train.amp
         )
         metrics = classification_metrics(
-            labels, probs, recipe.data.task, label_names=recipe.data.label_names
+            labels, probabilities(z, task), task, label_names=recipe.data.label_names
         )
         metrics["inference_images_per_s"] = round(speed, 1)
         out[split] = metrics
-        rows.extend(_prediction_rows(split, labels, probs, recipe))
+        logits[split] = (z, labels)
+    test = ds.splits["test"]
+    trust = trust_analysis(
+        *logits["val"], *logits["test"], recipe, test_patients=test.patients, test_meta=test.meta
+    )
     write_json(run.metrics, out)
+    write_json(run.trust, trust)
+    write_json(run.calibration, _calibration_record(trust, task))
+    rows = []
+    for split, (z, labels) in logits.items():
+        rows.extend(_prediction_rows(split, labels, z, recipe, trust))
     _write_predictions(run.predictions, rows, recipe)
     return out
+
+
+def _calibration_record(trust: dict[str, Any], task: str) -> dict[str, Any]:
+    """What predict needs to turn logits into calibrated probabilities and prediction sets."""
+    record: dict[str, Any] = {"task": task, "temperature": trust["calibration"]["temperature"]}
+    from medlens.evaluate.trust import section
+
+    c = section(trust, "conformal")
+    if c is not None:
+        keys = ("method", "alpha", "qhat", "n_calibration", "lam", "k_reg", "seed")
+        record["conformal"] = {k: c[k] for k in keys}
+    return record
+
+
+def calibrated_outputs(
+    logits: np.ndarray, record: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Calibrated probabilities and, for single-label tasks, conformal prediction sets."""
+    from medlens.evaluate.calibration import probabilities
+    from medlens.evaluate.conformal import ConformalPredictor
+
+    probs = probabilities(logits, record["task"], record["temperature"])
+    if "conformal" not in record:
+        return probs, None
+    return probs, ConformalPredictor(**record["conformal"]).predict_sets(probs)
 
 
 def _label_text(names: list[str], value: np.ndarray, task: str) -> str:
@@ -356,9 +407,16 @@ def _label_text(names: list[str], value: np.ndarray, task: str) -> str:
     return names[int(value)]
 
 
-def _prediction_rows(split: str, labels: np.ndarray, probs: np.ndarray, recipe: Plan) -> list:
-    pred = predict_labels(probs, recipe.data.task)
-    names, task = recipe.data.label_names, recipe.data.task
+def _prediction_rows(
+    split: str, labels: np.ndarray, logits: np.ndarray, recipe: Plan, trust: dict[str, Any]
+) -> list:
+    """One row per case: truth, prediction, raw probabilities, calibrated confidence, set."""
+    from medlens.evaluate.calibration import probabilities
+
+    task, names = recipe.data.task, recipe.data.label_names
+    probs = probabilities(logits, task)
+    calibrated, sets = calibrated_outputs(logits, _calibration_record(trust, task))
+    pred = predict_labels(probs, task)
     return [
         [
             split,
@@ -366,13 +424,23 @@ def _prediction_rows(split: str, labels: np.ndarray, probs: np.ndarray, recipe: 
             _label_text(names, labels[i], task),
             _label_text(names, pred[i], task),
             *(f"{p:.6f}" for p in probs[i]),
+            f"{_confidence(calibrated[i], task):.6f}",
+            "" if sets is None else ";".join(n for n, on in zip(names, sets[i], strict=True) if on),
         ]
         for i in range(len(probs))
     ]
 
 
+def _confidence(probs: np.ndarray, task: str) -> float:
+    """Calibrated probability of the predicted class (of each label's call, multi-label: mean)."""
+    if task == "multi-label":
+        return float(np.maximum(probs, 1 - probs).mean())
+    return float(probs.max())
+
+
 def _write_predictions(path: Path, rows: list, recipe: Plan) -> None:
-    header = ["split", "index", "label", "predicted"] + [f"p_{n}" for n in recipe.data.label_names]
+    header = ["split", "index", "label", "predicted"]
+    header += [f"p_{n}" for n in recipe.data.label_names] + ["confidence", "prediction_set"]
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -400,34 +468,46 @@ def predict(
     *,
     output: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Class probabilities for image files (or folders of them); writes a CSV when ``output``."""
+    """Class probabilities for image files (or folders of them); writes a CSV when ``output``.
+
+    Probabilities are calibrated (the run's fitted temperature) and single-label tasks get a
+    conformal prediction set, when the run has been evaluated (calibration.json).
+    """
     from medlens.data.images import expand_inputs
-    from medlens.inference import predict_arrays
+    from medlens.inference import predict_logits
     from medlens.train.loop import device_arrays
 
     run = RunDir(Path(run_dir))
     run.require_trained()
     recipe = load_plan(run.plan)
+    task = recipe.data.task
     files = expand_inputs(list(inputs))
     images = _read_inputs(files, recipe, run)
     device = resolve_device(recipe.train.device)
     model, _ = _load_model(run, recipe, device)
-    multi = recipe.data.task == "multi-label"
+    multi = task == "multi-label"
     dummy = np.zeros((len(files),) + ((recipe.data.n_classes,) if multi else ()), dtype=np.int64)
     data = device_arrays(recipe, images, dummy, device)
-    probs, _, _ = predict_arrays(
-        model, data, recipe.data.task, recipe.train.eval_batch_size, recipe.train.amp
+    logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
+    record = (
+        json.loads(run.calibration.read_text())
+        if run.calibration.is_file()
+        else {"task": task, "temperature": 1.0}
     )
-    pred = predict_labels(probs, recipe.data.task)
+    probs, sets = calibrated_outputs(logits, record)
+    pred = predict_labels(probs, task)
     names = recipe.data.label_names
-    results = [
-        {
+    results = []
+    for i, f in enumerate(files):
+        row = {
             "path": str(f),
-            "predicted": _label_text(names, k, recipe.data.task),
-            **{f"p_{n}": float(v) for n, v in zip(names, p, strict=True)},
+            "predicted": _label_text(names, pred[i], task),
+            "confidence": _confidence(probs[i], task),
+            **{f"p_{n}": float(v) for n, v in zip(names, probs[i], strict=True)},
         }
-        for f, p, k in zip(files, probs, pred, strict=True)
-    ]
+        if sets is not None:
+            row["prediction_set"] = ";".join(n for n, on in zip(names, sets[i], strict=True) if on)
+        results.append(row)
     if output is not None:
         with Path(output).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(results[0]))

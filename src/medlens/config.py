@@ -113,6 +113,24 @@ class TrainConfig(_Section):
     deterministic: bool = Field(False, description="deterministic GPU kernels (slower)")
 
 
+class EvaluateConfig(_Section):
+    """How results are qualified: confidence intervals, calibration, conformal sets."""
+
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for CIs (0: none)")
+    ci: float = Field(0.95, gt=0.0, lt=1.0, description="confidence level of the intervals")
+    conformal_alpha: float = Field(
+        0.1, gt=0.0, lt=1.0, description="conformal sets miss the true class at most this often"
+    )
+    conformal_method: Literal["aps", "raps", "lac"] = "aps"
+    target_sensitivity: float = Field(
+        0.9, gt=0.0, le=1.0, description="operating point: threshold reaching it on val"
+    )
+    target_specificity: float = Field(0.9, gt=0.0, le=1.0)
+    subgroups: list[str] | None = Field(
+        None, description="metadata columns to compare (None: sex/age/site-like columns)"
+    )
+
+
 class Plan(_Section):
     """The whole recipe; written as plan.yaml and read back with ``--plan``."""
 
@@ -124,6 +142,7 @@ class Plan(_Section):
     optim: OptimConfig
     schedule: ScheduleConfig
     train: TrainConfig
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     notes: list[str] = Field(default_factory=list, description="why the planner chose this")
 
     @model_validator(mode="after")

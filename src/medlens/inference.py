@@ -18,6 +18,26 @@ def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def predict_logits(
+    model: torch.nn.Module, data: DeviceArrays, batch_size: int = 512, amp: bool = True
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(logits (N, K) float64, labels, images per second) over every image, in order.
+
+    Logits rather than probabilities, so that calibration can rescale them.
+    """
+    model.eval()
+    logits, labels = [], []
+    start = time.perf_counter()
+    for x, y in data.batches(batch_size, shuffle=False):
+        with autocast(data.device, amp):
+            out = model(x)
+        logits.append(out.float())
+        labels.append(y)
+    out = torch.cat(logits).cpu().numpy().astype(np.float64)
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    return out, torch.cat(labels).cpu().numpy(), len(data) / elapsed
+
+
 def predict_arrays(
     model: torch.nn.Module,
     data: DeviceArrays,
@@ -26,14 +46,6 @@ def predict_arrays(
     amp: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(probabilities (N, K), labels, images per second) over every image, in order."""
-    model.eval()
-    probs, labels = [], []
-    start = time.perf_counter()
-    for x, y in data.batches(batch_size, shuffle=False):
-        with autocast(data.device, amp):
-            logits = model(x)
-        probs.append(probabilities(logits, task))
-        labels.append(y)
-    out = torch.cat(probs).cpu().numpy().astype(np.float64)
-    elapsed = max(time.perf_counter() - start, 1e-9)
-    return out, torch.cat(labels).cpu().numpy(), len(data) / elapsed
+    logits, labels, speed = predict_logits(model, data, batch_size, amp)
+    probs = probabilities(torch.from_numpy(logits), task).numpy().astype(np.float64)
+    return probs, labels, speed

@@ -11,6 +11,7 @@ from typing import Any
 from medlens.config import (
     AugmentConfig,
     DataConfig,
+    EvaluateConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
@@ -115,6 +116,15 @@ def choose_loss(fp: Fingerprint) -> tuple[LossConfig, str]:
     return LossConfig(name="cross_entropy"), "classes reasonably balanced: cross-entropy"
 
 
+def choose_evaluate(fp: Fingerprint) -> tuple[EvaluateConfig, str]:
+    """Conformal score by task: with two classes, randomised APS often gives an empty set
+    (then the top class is kept, which over-covers); LAC's sets are exact and never empty there.
+    """
+    if fp.task == "binary":
+        return EvaluateConfig(conformal_method="lac"), "conformal sets by LAC (two classes)"
+    return EvaluateConfig(conformal_method="aps"), "conformal sets by APS (adaptive to hardness)"
+
+
 def make_plan(
     fp: Fingerprint,
     *,
@@ -138,6 +148,7 @@ def make_plan(
     epochs = choose_epochs(fp.n_images["train"], batch, device)
     augment, augment_why = choose_augment(fp)
     loss, loss_why = choose_loss(fp)
+    evaluate, evaluate_why = choose_evaluate(fp)
     plan = Plan(
         data=DataConfig(
             source=fp.metadata.get("medmnist_flag", fp.source) if fp.metadata else fp.source,
@@ -164,6 +175,7 @@ def make_plan(
             early_stopping_patience=max(10, epochs // 3),
             device="auto",
         ),
+        evaluate=evaluate,
         notes=[
             f"model: {model_why}",
             f"batch {batch}, lr scaled linearly from 1e-3 at batch 128",
@@ -172,6 +184,7 @@ def make_plan(
             f"augment: {augment_why}",
             f"loss: {loss_why}",
             "normalisation: per-channel mean/std of the training images",
+            f"evaluate: {evaluate_why}",
         ],
     )
     if overrides:

@@ -5,7 +5,7 @@
     runs/<name>/
       plan.yaml  fingerprint.json  env.json  log.txt  curves.csv
       checkpoints/best.safetensors  checkpoints/last.safetensors
-      metrics.json  predictions.csv  tensorboard/
+      metrics.json  predictions.csv  trust.json  calibration.json  tensorboard/
 """
 
 from __future__ import annotations
@@ -54,6 +54,15 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def trust(self) -> Path:
+        return self.root / "trust.json"
+
+    @property
+    def calibration(self) -> Path:
+        """Temperature and conformal threshold that ``predict`` applies to new cases."""
+        return self.root / "calibration.json"
 
     @property
     def predictions(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 TASKS = ("binary", "multi-class", "multi-label", "ordinal")
 SPLITS = ("train", "val", "test")
@@ -22,6 +23,7 @@ class Split:
     images: np.ndarray
     labels: np.ndarray
     patients: np.ndarray | None = None  # hashed patient ids, when the source has them
+    meta: pd.DataFrame | None = None  # per-image manifest columns (sex, age, site...), if any
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

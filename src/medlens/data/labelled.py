@@ -153,6 +153,9 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
             images=np.asarray(cached.images[mask]),
             labels=m.labels[mask],
             patients=None if patients is None else patients[mask],
+            meta=m.metadata[mask].reset_index(drop=True)
+            if len(m.metadata.columns) and len(m.metadata) == len(mask)
+            else None,
         )
     shapes = np.array([s[:2] if len(s) >= 2 else s for s in cached.orig_shapes], dtype=float)
     metadata = {

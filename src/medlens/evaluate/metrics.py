@@ -78,6 +78,7 @@ METRIC_LABELS: dict[str, str] = {
     "f1": "F1 (positive class)",
     "ece": "Expected calibration error",
     "mce": "Maximum calibration error",
+    "brier": "Brier score",
     "n": "Samples",
 }
 
