@@ -32,6 +32,8 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         ["train"],
         ["evaluate"],
         ["predict"],
+        ["explain"],
+        ["report"],
         ["models"],
     ],
 )

@@ -387,6 +387,13 @@ def _calibration_record(trust: dict[str, Any], task: str) -> dict[str, Any]:
     return record
 
 
+def calibration_record(run: RunDir, task: str) -> dict[str, Any]:
+    """The run's calibration.json, or no calibration (T = 1, no sets) before evaluation."""
+    if run.calibration.is_file():
+        return json.loads(run.calibration.read_text())
+    return {"task": task, "temperature": 1.0}
+
+
 def calibrated_outputs(
     logits: np.ndarray, record: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -467,13 +474,17 @@ def predict(
     inputs: Sequence[str | Path],
     *,
     output: str | Path | None = None,
+    onnx: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Class probabilities for image files (or folders of them); writes a CSV when ``output``.
 
     Probabilities are calibrated (the run's fitted temperature) and single-label tasks get a
     conformal prediction set, when the run has been evaluated (calibration.json).
+    ``onnx``: logits from ``<run>/export/model.onnx`` on ONNX Runtime (None: when that export
+    exists, onnxruntime is installed and it matches best.safetensors; False: PyTorch).
     """
     from medlens.data.images import expand_inputs
+    from medlens.export.runtime import run_predictor
     from medlens.inference import predict_logits
     from medlens.train.loop import device_arrays
 
@@ -483,18 +494,17 @@ def predict(
     task = recipe.data.task
     files = expand_inputs(list(inputs))
     images = _read_inputs(files, recipe, run)
-    device = resolve_device(recipe.train.device)
-    model, _ = _load_model(run, recipe, device)
+    session = run_predictor(run.root, onnx)
+    device = resolve_device("cpu" if session is not None else recipe.train.device)
     multi = task == "multi-label"
     dummy = np.zeros((len(files),) + ((recipe.data.n_classes,) if multi else ()), dtype=np.int64)
     data = device_arrays(recipe, images, dummy, device)
-    logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
-    record = (
-        json.loads(run.calibration.read_text())
-        if run.calibration.is_file()
-        else {"task": task, "temperature": 1.0}
-    )
-    probs, sets = calibrated_outputs(logits, record)
+    if session is not None:  # the run's ONNX export on ONNX Runtime
+        logits = session.predict_logits(data, recipe.train.eval_batch_size)
+    else:
+        model, _ = _load_model(run, recipe, device)
+        logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
+    probs, sets = calibrated_outputs(logits, calibration_record(run, task))
     pred = predict_labels(probs, task)
     names = recipe.data.label_names
     results = []

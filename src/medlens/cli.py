@@ -116,6 +116,13 @@ SetOpt = Annotated[
         show_default=False,
     ),
 ]
+RunArg = Annotated[Path, typer.Argument(help="Run directory written by `medlens train`.")]
+ImagesArg = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Image files (PNG, JPEG, TIFF, BMP, DICOM, NIfTI; .npy arrays) or folders."
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -438,26 +445,35 @@ def train_cmd(
         f"best epoch {fr.best_epoch} (val AUC {fr.best_val_auc:.4f}) of "
         f"{fr.epochs_run}" + (", stopped early" if fr.stopped_early else "")
     )
-    _print_metrics(result.metrics)
+    _print_metrics(result.metrics, _read_trust(result.run_dir))
     console.print(f"run directory: {result.run_dir}")
+
+
+def _read_trust(run: Path) -> dict[str, Any] | None:
+    path = Path(run) / "trust.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _print_metrics(metrics: dict[str, Any]) -> None:
+def _ci(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("low") is None:
+        return "-"
+    return f"{entry['low']:.4f} - {entry['high']:.4f}"
+
+
+def _print_metrics(metrics: dict[str, Any], trust: dict[str, Any] | None = None) -> None:
     from medlens.evaluate.metrics import METRIC_LABELS
 
-    table = Table(
-        "metric",
-        "val",
-        "test",
-        title=f"{metrics['model']} on {metrics['dataset']} (best checkpoint)",
-    )
+    cis = trust["confidence_intervals"] if trust else None
+    columns = ["metric", "val", "test"] + ([f"test {cis['ci']:.0%} CI"] if cis else [])
+    table = Table(*columns, title=f"{metrics['model']} on {metrics['dataset']} (best checkpoint)")
     for key, title in METRIC_LABELS.items():
         if key in metrics["test"]:
-            table.add_row(title, _fmt(metrics["val"].get(key)), _fmt(metrics["test"][key]))
+            row = [title, _fmt(metrics["val"].get(key)), _fmt(metrics["test"][key])]
+            table.add_row(*row, *([_ci(cis["metrics"].get(key))] if cis else []))
     console.print(table)
     per_class = Table(
         "class",
@@ -483,59 +499,279 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
         for name, row in zip(names, cm, strict=True):
             table.add_row(name, *map(str, row))
         console.print(table)
+    if trust:
+        _print_trust(trust)
+
+
+def _print_trust(trust: dict[str, Any]) -> None:
+    """Calibration, operating points and conformal sets, one line each."""
+    cal = trust["calibration"]
+    before, after = cal["test"]["before"], cal["test"]["after"]
+    console.print(
+        f"calibration: temperature {cal['temperature']:.3f} (fitted on val); test ECE "
+        f"{before['ece']:.4f} -> {after['ece']:.4f}, Brier {before['brier']:.4f} -> "
+        f"{after['brier']:.4f}"
+    )
+    from medlens.evaluate.trust import section
+
+    for op in section(trust, "operating_points") or []:
+        t = op["test"]
+        console.print(
+            f"operating point {op['target']} >= {op['value']:g} on val: threshold "
+            f"{op['threshold']:.4f}; test sensitivity {_fmt(t['sensitivity']['value'])} "
+            f"({_ci(t['sensitivity'])}), specificity {_fmt(t['specificity']['value'])} "
+            f"({_ci(t['specificity'])})"
+        )
+    for key, value in trust.items():
+        if isinstance(value, dict) and "skipped" in value:
+            console.print(f"{key.replace('_', ' ')}: skipped, {value['skipped']}")
+    c = section(trust, "conformal")
+    if c is not None:
+        console.print(
+            f"conformal sets ({c['method']}, target {c['target_coverage']:.0%}): test coverage "
+            f"{c['test']['coverage']:.1%}, mean size {c['test']['mean_set_size']:.2f}; random "
+            f"val/test halves {c['random_splits']['mean_coverage']:.1%}"
+        )
 
 
 # ------------------------------------------------------------------------------------- evaluate
 @app.command("evaluate")
 def evaluate_cmd(
-    run: Annotated[Path, typer.Argument(help="Run directory written by `medlens train`.")],
+    run: RunArg,
     data_dir: DataDir = None,
     download: Download = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json instead.")] = False,
 ) -> None:
-    """Evaluate a run's best checkpoint on val and test; rewrite metrics.json, predictions.csv."""
+    """Evaluate a run's best checkpoint on val and test, with CIs, calibration and conformal
+    sets; rewrite metrics.json, trust.json, calibration.json and predictions.csv."""
     from medlens.api import evaluate_run
 
     metrics = evaluate_run(run, data_dir=data_dir, download=download)
     if as_json:
         print(json.dumps(metrics, indent=2))
     else:
-        _print_metrics(metrics)
+        _print_metrics(metrics, _read_trust(run))
+
+
+# --------------------------------------------------------------------------------------- report
+@app.command("report")
+def report_cmd(
+    run: RunArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="HTML file to write (default: RUN/report.html).",
+            show_default=False,
+        ),
+    ] = None,
+    robustness: Annotated[
+        bool,
+        typer.Option(
+            help="Measure test AUC under noise, blur, contrast, JPEG and bias field "
+            "(kept in RUN/robustness.json)."
+        ),
+    ] = True,
+    uncertainty: Annotated[
+        bool,
+        typer.Option(
+            help="Test-time augmentation and MC dropout passes over the test split "
+            "(kept in RUN/uncertainty.json)."
+        ),
+    ] = True,
+    gallery: Annotated[
+        int, typer.Option(min=0, help="Explained cases per group (right, wrong); 0 for none.")
+    ] = 6,
+    refresh: Annotated[
+        bool, typer.Option(help="Re-evaluate and re-measure instead of reusing saved results.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Write a self-contained HTML report and a markdown model card for a run."""
+    from medlens.report.build import build_report
+
+    path = build_report(
+        run,
+        output=output,
+        robustness=robustness,
+        gallery=gallery,
+        data_dir=data_dir,
+        refresh=refresh,
+    )
+    console.print(f"report: {path}\nmodel card: {path.parent / 'model_card.md'}")
 
 
 # -------------------------------------------------------------------------------------- predict
 @app.command("predict")
 def predict_cmd(
-    run: Annotated[Path, typer.Argument(help="Run directory written by `medlens train`.")],
-    images: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Image files (PNG, JPEG, TIFF, BMP; .npy for volumes) or folders of them."
-        ),
-    ],
+    run: RunArg,
+    images: ImagesArg,
     output: Annotated[
         Path | None,
         typer.Option(
             "--output", "-o", help="Write the predictions to this CSV.", show_default=False
         ),
     ] = None,
+    onnx: Annotated[
+        bool | None,
+        typer.Option(
+            "--onnx/--no-onnx",
+            help="Run on ONNX Runtime with RUN/export/model.onnx, or on PyTorch. Default: the "
+            "ONNX export when it exists and matches the best checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Predict class probabilities for images with a trained run."""
+    """Calibrated class probabilities and a conformal prediction set per image."""
     from medlens.api import predict
 
-    results = predict(run, images, output=output)
-    table = Table("file", "predicted", *[k for k in results[0] if k.startswith("p_")])
+    results = predict(run, images, output=output, onnx=onnx)
+    probs = [k for k in results[0] if k.startswith("p_")]
+    has_set = "prediction_set" in results[0]
+    table = Table("file", "predicted", "confidence", *probs, *(["set"] if has_set else []))
+    table.columns[0].no_wrap = True  # a file name folded over lines cannot be copied
     for r in results[:50]:
         table.add_row(
             Path(r["path"]).name,
             r["predicted"],
-            *(f"{v:.4f}" for k, v in r.items() if k.startswith("p_")),
+            f"{r['confidence']:.4f}",
+            *(f"{r[k]:.4f}" for k in probs),
+            *([r["prediction_set"]] if has_set else []),
         )
     console.print(table)
     if len(results) > 50:
         console.print(f"... {len(results) - 50} more" + (f" in {output}" if output else ""))
     if output:
         console.print(f"predictions written to {output}")
+
+
+# --------------------------------------------------------------------------------------- export
+@app.command("export")
+def export_cmd(
+    run: RunArg,
+    fmt: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8", help="Also write a static INT8 model (QDQ, per-channel), calibrated on train."
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Folder to write to (default RUN/export).", show_default=False
+        ),
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option("--calibration-images", min=1, help="Training images for INT8 ranges.")
+    ] = 256,
+    opset: Annotated[
+        int | None, typer.Option("--opset", help="ONNX opset (default: the exporter's).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Export the best checkpoint to ONNX (and INT8), check it against PyTorch on val, and
+    measure test AUC and CPU speed; writes model.onnx, model.int8.onnx and export.json."""
+    from medlens.export import export_run
+    from medlens.progress import RichReporter
+
+    info = export_run(
+        run,
+        fmt=fmt,
+        int8=int8,
+        output_dir=output,
+        calibration_images=calibration_images,
+        opset=opset,
+        data_dir=data_dir,
+        reporter=RichReporter(console),
+    )
+    variants = info["variants"]
+    sizes = sorted({b for v in variants.values() for b in v.get("speed", {})}, key=int)
+    table = Table(
+        "format",
+        "size",
+        "max |dp| vs PyTorch",
+        "test AUC",
+        *(f"images/s b{b}" for b in sizes),
+        title=f"{info['model']} on {info['dataset']}: export ({info['exporter']}, opset "
+        f"{info['opset']})",
+    )
+    for v in variants.values():
+        speed = v.get("speed", {})
+        table.add_row(
+            v["label"],
+            f"{v['bytes'] / 1e6:.2f} MB",
+            f"{v['max_abs_prob_diff']:.2e}",
+            _fmt(v["test_auc"]),
+            *(f"{speed[b]['images_per_s']:.1f}" if b in speed else "-" for b in sizes),
+        )
+    console.print(table)
+    console.print(f"written to {Path(variants['onnx_fp32']['file']).parent}")
+
+
+# -------------------------------------------------------------------------------------- explain
+@app.command("explain")
+def explain_cmd(
+    run: RunArg,
+    images: ImagesArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for the PNGs and explanations.csv (default <run>/explanations).",
+            show_default=False,
+        ),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="gradcam, gradcam++ or rollout (default: rollout for Vision Transformers, "
+            "gradcam otherwise).",
+            show_default=False,
+        ),
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            "--layer",
+            help="Grad-CAM layer, a module name as in model.named_modules() (default: the "
+            "last convolutional stage).",
+            show_default=False,
+        ),
+    ] = None,
+    faithfulness: Annotated[
+        bool,
+        typer.Option(
+            "--faithfulness",
+            help="Also score each map by deletion (lower is better) and insertion (higher is "
+            "better), next to a random map's scores.",
+        ),
+    ] = False,
+) -> None:
+    """Saliency maps (Grad-CAM, Grad-CAM++, attention rollout) for images with a trained run."""
+    from medlens.explain import explain
+
+    out = output if output is not None else run / "explanations"
+    rows = explain(run, images, out, method=method, target_layer=layer, faithfulness=faithfulness)
+    scores = ("deletion", "random_deletion", "insertion", "random_insertion")
+    shown = [k for k in scores if k in rows[0]]
+    table = Table("file", "predicted", "p", "peak", *shown, title=f"{rows[0]['method']} maps")
+    for r in rows[:50]:
+        peak = ",".join(str(r[k]) for k in ("peak_slice", "peak_row", "peak_col") if k in r)
+        table.add_row(
+            Path(r["path"]).name,
+            r["predicted"],
+            f"{r['probability']:.4f}",
+            peak,
+            *(f"{r[k]:.3f}" for k in shown),
+        )
+    console.print(table)
+    if len(rows) > 50:
+        console.print(f"... {len(rows) - 50} more in {out / 'explanations.csv'}")
+    console.print(f"{len(rows)} overlay PNG(s) and explanations.csv written to {out}")
 
 
 # --------------------------------------------------------------------------------------- models

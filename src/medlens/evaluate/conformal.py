@@ -9,7 +9,9 @@ Scores are fitted on the validation split and applied to new cases. Three scores
   ``k_reg``, which keeps sets small when many classes carry little mass.
 
 APS and RAPS are randomised as in their papers (exact coverage); the random numbers come from
-``seed``, so the same case always gets the same set. The guarantee needs validation and new
+``seed``, so the same case always gets the same set. A set is never empty: when no class passes
+the threshold (a very confident validation split gives a small one), the top class is kept,
+which can only raise coverage. The guarantee needs validation and new
 cases to be exchangeable: a test split drawn differently from val (another site, another
 prevalence) can miss the target, which is why :func:`coverage_report` says how far off it was.
 
@@ -119,7 +121,10 @@ class ConformalPredictor:
         s = np.asarray(probs, dtype=np.float64)
         n, k = s.shape
         if self.method == "lac":
-            return s >= 1.0 - self.qhat
+            sets = s >= 1.0 - self.qhat
+            empty = ~sets.any(axis=1)
+            sets[empty, s[empty].argmax(axis=1)] = True  # never empty, as for APS below
+            return sets
         order, mass = _sorted_mass(s, self.lam if self.method == "raps" else 0.0, self.k_reg)
         p_sorted = np.take_along_axis(s, order, axis=1)
         u = _uniform(n, self.seed + 1 if seed is None else seed)
