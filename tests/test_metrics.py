@@ -379,7 +379,7 @@ TOP_KEYS = {
     "confusion_matrix",
     "label_names",
 }
-BINARY_KEYS = {"sensitivity", "specificity", "precision", "f1"}
+BINARY_KEYS = {"sensitivity", "specificity", "precision", "f1", "positive_class"}
 CLASS_KEYS = {"name", "support", "precision", "recall", "specificity", "f1", "auc"}
 
 
@@ -406,6 +406,20 @@ def test_report_is_json_and_complete(task, k):
     assert len(m["per_class"]) == k and all(set(c) == CLASS_KEYS for c in m["per_class"])
     assert m["label_names"] == [str(i) for i in range(k)]
     assert m["n"] == 250
-    scalar_keys = {key for key in m if key not in ("per_class", "confusion_matrix", "label_names")}
+    text = ("per_class", "confusion_matrix", "label_names", "positive_class")
+    scalar_keys = {key for key in m if key not in text}
     assert scalar_keys <= set(METRIC_LABELS)
     assert all(0.0 <= m[key] <= 1.0 for key in scalar_keys - {"n"})
+
+
+def test_binary_positive_class_zero_matches_sklearn():
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    y, p = softmax_data(300, 2, seed=7)
+    m = classification_metrics(y, p, "binary", label_names=["lesion", "normal"], positive=0)
+    pred = p.argmax(1)
+    assert m["positive_class"] == "lesion"
+    assert m["sensitivity"] == pytest.approx(recall_score(y, pred, pos_label=0))
+    assert m["specificity"] == pytest.approx(recall_score(y, pred, pos_label=1))
+    assert m["precision"] == pytest.approx(precision_score(y, pred, pos_label=0))
+    assert m["f1"] == pytest.approx(f1_score(y, pred, pos_label=0))

@@ -50,7 +50,7 @@ def test_report_numbers_are_the_runs(reported):
         assert heading in card
     auc = trust["confidence_intervals"]["metrics"]["auc"]
     assert f"{auc['value']:.3f} ({auc['low']:.3f} to {auc['high']:.3f})" in card
-    assert "'normal, benign' positive" in card  # binary metrics name their positive class
+    assert "'malignant' positive" in card  # binary metrics name their positive class
     rob = json.loads((reported / "robustness.json").read_text())
     assert rob["rows"][0]["corruption"] == "clean"
     assert rob["rows"][0]["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)

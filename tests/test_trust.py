@@ -269,6 +269,7 @@ def test_trust_json_on_real_breastmnist(breast_run):
     assert calib["val_nll"]["after"] <= calib["val_nll"]["before"] + 1e-12
     sens = trust["operating_points"][0]
     assert sens["target"] == "sensitivity" and sens["val"]["sensitivity"] >= 0.9
+    assert sens["positive_class"] == "malignant"
     conformal = trust["conformal"]
     # on random splits of the pooled real val + test cases, coverage is what was asked for
     assert conformal["random_splits"]["mean_coverage"] == pytest.approx(0.9, abs=0.02)
@@ -367,3 +368,31 @@ def test_manifest_metadata_gives_subgroups_in_trust_json(tmp_path):
     with (run / "predictions.csv").open() as f:
         test = [r for r in csv.DictReader(f) if r["split"] == "test"]
     assert len(test) == n_test
+
+
+def test_positive_class_is_the_finding(breast_run):
+    """BreastMNIST's class 1 is 'normal, benign': the planner makes 'malignant' the positive
+    class, so sensitivity means malignant cases found (checked with scikit-learn)."""
+    from sklearn.metrics import recall_score
+
+    plan = ml.load_plan(breast_run / "plan.yaml")
+    assert plan.evaluate.positive_class == "malignant"
+    test = json.loads((breast_run / "metrics.json").read_text())["test"]
+    assert test["positive_class"] == "malignant"
+    with (breast_run / "predictions.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    truth = [r["label"] == "malignant" for r in rows]
+    called = [r["predicted"] == "malignant" for r in rows]
+    assert test["sensitivity"] == pytest.approx(recall_score(truth, called))
+    assert test["specificity"] == pytest.approx(
+        recall_score(np.logical_not(truth), np.logical_not(called))
+    )
+    ci = json.loads((breast_run / "trust.json").read_text())["confidence_intervals"]["metrics"]
+    assert ci["sensitivity"]["value"] == pytest.approx(test["sensitivity"])
+
+
+def test_positive_class_must_be_a_class(medmnist_dir, tmp_path):
+    with pytest.raises(ConfigError, match="'cancer' is not a class"):
+        ml.train("breastmnist", data_dir=str(medmnist_dir), output=tmp_path / "r",
+                 overrides={"evaluate.positive_class": "cancer"})  # fmt: skip
+    assert not (tmp_path / "r").exists()

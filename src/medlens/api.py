@@ -173,6 +173,12 @@ def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
             "the plan does not fit the data: " + "; ".join(wrong),
             hint="make a new plan with `medlens plan` for this dataset",
         )
+    positive = recipe.evaluate.positive_class
+    if positive is not None and (d.task != "binary" or positive not in d.label_names):
+        raise ConfigError(
+            f"evaluate.positive_class {positive!r} is not a class of this binary task",
+            hint=f"use one of {d.label_names}" if d.task == "binary" else "leave it unset",
+        )
     if recipe.evaluate.subgroups:
         from medlens.evaluate.subgroups import subgroup_columns
 
@@ -331,7 +337,7 @@ def evaluate_run(
     conformal sets, subgroups) and calibration.json (what ``predict`` applies to new cases).
     """
     from medlens.evaluate.calibration import probabilities
-    from medlens.evaluate.trust import trust_analysis
+    from medlens.evaluate.trust import positive_index, trust_analysis
     from medlens.inference import predict_logits
     from medlens.train.loop import device_arrays
 
@@ -356,7 +362,11 @@ def evaluate_run(
             model, data, recipe.train.eval_batch_size, recipe.train.amp
         )
         metrics = classification_metrics(
-            labels, probabilities(z, task), task, label_names=recipe.data.label_names
+            labels,
+            probabilities(z, task),
+            task,
+            label_names=recipe.data.label_names,
+            positive=positive_index(recipe),
         )
         metrics["inference_images_per_s"] = round(speed, 1)
         out[split] = metrics

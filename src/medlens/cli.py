@@ -470,8 +470,11 @@ def _print_metrics(metrics: dict[str, Any], trust: dict[str, Any] | None = None)
     cis = trust["confidence_intervals"] if trust else None
     columns = ["metric", "val", "test"] + ([f"test {cis['ci']:.0%} CI"] if cis else [])
     table = Table(*columns, title=f"{metrics['model']} on {metrics['dataset']} (best checkpoint)")
+    positive = metrics["test"].get("positive_class")
     for key, title in METRIC_LABELS.items():
         if key in metrics["test"]:
+            if positive is not None:
+                title = title.replace("positive class", f"positive: {positive}")
             row = [title, _fmt(metrics["val"].get(key)), _fmt(metrics["test"][key])]
             table.add_row(*row, *([_ci(cis["metrics"].get(key))] if cis else []))
     console.print(table)
@@ -517,7 +520,8 @@ def _print_trust(trust: dict[str, Any]) -> None:
     for op in section(trust, "operating_points") or []:
         t = op["test"]
         console.print(
-            f"operating point {op['target']} >= {op['value']:g} on val: threshold "
+            f"operating point {op['target']} >= {op['value']:g} for "
+            f"{op.get('positive_class', 'the positive class')} on val: threshold "
             f"{op['threshold']:.4f}; test sensitivity {_fmt(t['sensitivity']['value'])} "
             f"({_ci(t['sensitivity'])}), specificity {_fmt(t['specificity']['value'])} "
             f"({_ci(t['specificity'])})"

@@ -126,6 +126,9 @@ class EvaluateConfig(_Section):
         0.9, gt=0.0, le=1.0, description="operating point: threshold reaching it on val"
     )
     target_specificity: float = Field(0.9, gt=0.0, le=1.0)
+    positive_class: str | None = Field(
+        None, description="binary tasks: the class that counts as positive (None: the second)"
+    )
     subgroups: list[str] | None = Field(
         None, description="metadata columns to compare (None: sex/age/site-like columns)"
     )

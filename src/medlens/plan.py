@@ -6,6 +6,7 @@ was made and override any of it (``--set section.field=value`` or by editing pla
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from medlens.config import (
@@ -116,12 +117,28 @@ def choose_loss(fp: Fingerprint) -> tuple[LossConfig, str]:
     return LossConfig(name="cross_entropy"), "classes reasonably balanced: cross-entropy"
 
 
+_NORMAL = re.compile(r"\b(normal|benign|negative|healthy|no finding|absent|control)\b", re.I)
+
+
+def _finding_class(names: list[str]) -> str | None:
+    """The class a clinician calls positive: the one of two whose name does not read as normal
+    ("malignant" against "normal, benign"); None when that is not clear."""
+    normal = [bool(_NORMAL.search(n)) for n in names]
+    if sum(normal) != 1:
+        return None
+    return names[normal.index(False)]
+
+
 def choose_evaluate(fp: Fingerprint) -> tuple[EvaluateConfig, str]:
     """Conformal score by task: with two classes, randomised APS often gives an empty set
     (then the top class is kept, which over-covers); LAC's sets are exact and never empty there.
     """
     if fp.task == "binary":
-        return EvaluateConfig(conformal_method="lac"), "conformal sets by LAC (two classes)"
+        positive = _finding_class(fp.label_names)
+        why = "conformal sets by LAC (two classes)"
+        if positive is not None:
+            why += f"; '{positive}' is the positive class (the other reads as normal)"
+        return EvaluateConfig(conformal_method="lac", positive_class=positive), why
     return EvaluateConfig(conformal_method="aps"), "conformal sets by APS (adaptive to hardness)"
 
 

@@ -74,7 +74,7 @@ def _ece(conf: np.ndarray, correct: np.ndarray, w: np.ndarray, n_bins: int) -> n
 
 
 def weighted_metrics(
-    y: np.ndarray, s: np.ndarray, task: str, w: np.ndarray, n_bins: int = 15
+    y: np.ndarray, s: np.ndarray, task: str, w: np.ndarray, n_bins: int = 15, positive: int = 1
 ) -> dict[str, np.ndarray]:
     """Every scalar metric for each row of ``w`` (B, N); y and s as ``_prepare`` returns them.
 
@@ -131,7 +131,10 @@ def weighted_metrics(
     }
     if task == "binary":
         out.update(
-            sensitivity=recall[:, 1], specificity=spec[:, 1], precision=precision[:, 1], f1=f1[:, 1]
+            sensitivity=recall[:, positive],
+            specificity=spec[:, positive],
+            precision=precision[:, positive],
+            f1=f1[:, positive],
         )
     out["ece"] = _ece(np.clip(conf, 0, 1), correct, w_pairs, n_bins)
     out["brier"] = brier
@@ -183,12 +186,14 @@ def bootstrap_metrics(
     ci: float = 0.95,
     seed: int = 0,
     n_bins: int = 15,
+    positive: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Point estimate and percentile bootstrap interval of every scalar metric.
 
     Returns ``{metric: {"value", "low", "high", "std", "n_valid"}}``; ``n_valid`` counts the
     resamples where the metric was defined (AUC needs both classes). ``groups`` (patient ids)
-    switches to resampling patients.
+    switches to resampling patients; ``positive`` is the class whose sensitivity, specificity,
+    precision and F1 are reported for binary tasks.
     """
     y, s = _prepare(y_true, y_score, task)
     if not 0 < ci < 1:
@@ -197,12 +202,12 @@ def bootstrap_metrics(
         raise ConfigError(
             f"{len(groups)} patient ids for {len(y)} cases", hint="pass one id per case"
         )
-    point = weighted_metrics(y, s, task, np.ones((1, len(y))), n_bins)
+    point = weighted_metrics(y, s, task, np.ones((1, len(y))), n_bins, positive)
     rng = np.random.default_rng(seed)
     draws: dict[str, list[np.ndarray]] = {k: [] for k in point}
     for start in range(0, n_boot, _CHUNK):
         w = resample_weights(len(y), min(_CHUNK, n_boot - start), rng, groups)
-        for name, values in weighted_metrics(y, s, task, w, n_bins).items():
+        for name, values in weighted_metrics(y, s, task, w, n_bins, positive).items():
             draws[name].append(values)
     out: dict[str, dict[str, Any]] = {}
     for name, value in point.items():

@@ -466,14 +466,15 @@ def classification_metrics(
     label_names: list[str] | None = None,
     threshold: float = 0.5,
     n_bins: int = 15,
+    positive: int = 1,
 ) -> dict[str, Any]:
     """Every metric of one evaluation as a JSON-serialisable dict.
 
     Keys: ``acc``, ``auc`` (MedMNIST definitions; ``auc`` is None when a class is absent),
     ``balanced_accuracy``, ``precision_macro``, ``recall_macro``, ``specificity_macro``,
     ``f1_macro``, (binary only: ``sensitivity``, ``specificity``, ``precision``, ``f1`` of
-    class 1), ``ece``, ``mce``, ``n``, ``per_class`` (list of
-    ``{name, support, precision, recall, specificity, f1, auc}``), ``confusion_matrix`` and
+    class ``positive``, named in ``positive_class``), ``ece``, ``mce``, ``n``, ``per_class``
+    (list of ``{name, support, precision, recall, specificity, f1, auc}``), ``confusion_matrix`` and
     ``label_names``. Metric titles for display are in :data:`METRIC_LABELS`.
 
     >>> m = classification_metrics([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], "binary")
@@ -549,11 +550,14 @@ def classification_metrics(
         "f1_macro": float(np.mean(f1)),
     }
     if task == "binary":
+        if positive not in (0, 1):
+            raise ConfigError(f"positive must be class 0 or 1, got {positive!r}")
         out.update(
-            sensitivity=float(rec[1]),
-            specificity=float(spec[1]),
-            precision=float(prec[1]),
-            f1=float(f1[1]),
+            positive_class=names[positive],
+            sensitivity=float(rec[positive]),
+            specificity=float(spec[positive]),
+            precision=float(prec[positive]),
+            f1=float(f1[positive]),
         )
     conf, correct = _confidence_correct(y, s, task)
     count, conf_sum, acc_sum = _calibration_bins(conf, correct, n_bins)

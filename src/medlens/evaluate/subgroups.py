@@ -82,6 +82,7 @@ def subgroup_metrics(
     ci: float = 0.95,
     seed: int = 0,
     min_cases: int = 10,
+    positive: int = 1,
 ) -> list[dict[str, Any]]:
     """Per column: each group's size and metrics with CIs, and the largest gap per metric."""
     if len(meta) != len(y):
@@ -102,6 +103,7 @@ def subgroup_metrics(
                     n_boot=n_boot,
                     ci=ci,
                     seed=seed,
+                    positive=positive,
                 )
                 row["metrics"] = {k: ci_all[k] for k in SCORED if k in ci_all}
             rows.append(row)

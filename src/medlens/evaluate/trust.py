@@ -43,6 +43,12 @@ def conformal_section(
     }, cp
 
 
+def positive_index(plan: Plan) -> int:
+    """Index of the class that binary metrics call positive: ``evaluate.positive_class``, or 1."""
+    name = plan.evaluate.positive_class
+    return 1 if name is None else plan.data.label_names.index(name)
+
+
 def section(trust: dict[str, Any], key: str) -> Any:
     """A section of trust.json, or None when it is absent or was skipped."""
     value = trust.get(key)
@@ -70,6 +76,7 @@ def trust_analysis(
 ) -> dict[str, Any]:
     """The whole analysis as one JSON-serialisable dict (see the module docstring)."""
     task, ev, seed = plan.data.task, plan.evaluate, plan.train.seed
+    pos = positive_index(plan)
     calib = calibration_summary(val_logits, val_y, test_logits, test_y, task)
     t = calib["temperature"]
     val_p = probabilities(val_logits, task, t)
@@ -82,7 +89,7 @@ def trust_analysis(
             "resampled": "patients" if test_patients is not None else "images",
             "metrics": bootstrap_metrics(
                 test_y, probabilities(test_logits, task), task, groups=test_patients,
-                n_boot=ev.bootstrap, ci=ev.ci, seed=seed,
+                n_boot=ev.bootstrap, ci=ev.ci, seed=seed, positive=pos,
             ),
             "calibrated": {
                 k: v
@@ -96,8 +103,9 @@ def trust_analysis(
     }  # fmt: skip
     if task == "binary":
         out["operating_points"] = _skippable(lambda: [
-            operating_point(
-                val_y, val_p[:, 1], test_y, test_p[:, 1], target=target, value=value,
+            {"positive_class": plan.data.label_names[pos]} | operating_point(
+                (val_y == pos).astype(int), val_p[:, pos], (test_y == pos).astype(int),
+                test_p[:, pos], target=target, value=value,
                 groups=test_patients, n_boot=ev.bootstrap, ci=ev.ci, seed=seed,
             )
             for target, value in (
@@ -113,6 +121,6 @@ def trust_analysis(
     if test_meta is not None and subgroup_columns(test_meta, ev.subgroups):
         out["subgroups"] = subgroup_metrics(
             test_y, test_p, task, test_meta, columns=ev.subgroups, patients=test_patients,
-            n_boot=ev.bootstrap, ci=ev.ci, seed=seed,
+            n_boot=ev.bootstrap, ci=ev.ci, seed=seed, positive=pos,
         )  # fmt: skip
     return out

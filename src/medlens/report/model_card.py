@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from medlens.evaluate.metrics import METRIC_LABELS
-from medlens.evaluate.trust import section
+from medlens.evaluate.trust import positive_index, section
 
 
 def _ci(entry: dict[str, Any] | None) -> str:
@@ -21,7 +21,8 @@ def metric_title(key: str, plan) -> str:
     """A metric's display name; binary tasks name their positive class (class 1)."""
     title = METRIC_LABELS.get(key, key)
     if plan.data.task == "binary":
-        title = title.replace("positive class", f"'{plan.data.label_names[1]}' positive")
+        name = plan.data.label_names[positive_index(plan)]
+        title = title.replace("positive class", f"'{name}' positive")
     return title
 
 
