@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -396,3 +397,21 @@ def test_positive_class_must_be_a_class(medmnist_dir, tmp_path):
         ml.train("breastmnist", data_dir=str(medmnist_dir), output=tmp_path / "r",
                  overrides={"evaluate.positive_class": "cancer"})  # fmt: skip
     assert not (tmp_path / "r").exists()
+
+
+def test_predict_writes_heatmaps(breast_run, medmnist_dir, tmp_path):
+    from PIL import Image
+
+    images = np.load(medmnist_dir / "breastmnist.npz")["test_images"][:4]
+    files = []
+    for i, img in enumerate(images):
+        files.append(tmp_path / f"scan{i}.png")
+        Image.fromarray(img).save(files[-1])
+    out = tmp_path / "maps"
+    rows = ml.predict(breast_run, files, onnx=False, heatmaps=out, output=tmp_path / "p.csv")
+    assert [Path(r["heatmap"]).name for r in rows] == [f"scan{i}_gradcam.png" for i in range(4)]
+    for r in rows:
+        with Image.open(r["heatmap"]) as im:
+            assert im.size[0] > 2 * 28 and im.mode == "RGB"  # original | overlay, enlarged
+    with (tmp_path / "p.csv").open() as f:
+        assert all(Path(r["heatmap"]).is_file() for r in csv.DictReader(f))

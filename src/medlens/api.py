@@ -485,8 +485,13 @@ def predict(
     *,
     output: str | Path | None = None,
     onnx: bool | None = None,
+    heatmaps: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Class probabilities for image files (or folders of them); writes a CSV when ``output``.
+
+    ``heatmaps``: a folder for a saliency overlay per file (Grad-CAM, or attention rollout
+    for ViTs; always from the PyTorch model, which has the gradients), named in a ``heatmap``
+    column.
 
     Probabilities are calibrated (the run's fitted temperature) and single-label tasks get a
     conformal prediction set, when the run has been evaluated (calibration.json).
@@ -528,6 +533,11 @@ def predict(
         if sets is not None:
             row["prediction_set"] = ";".join(n for n, on in zip(names, sets[i], strict=True) if on)
         results.append(row)
+    if heatmaps is not None:
+        from medlens.explain import explain
+
+        for row, explained in zip(results, explain(run.root, files, heatmaps), strict=True):
+            row["heatmap"] = explained["png"]
     if output is not None:
         with Path(output).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(results[0]))

@@ -626,11 +626,19 @@ def predict_cmd(
             show_default=False,
         ),
     ] = None,
+    heatmaps: Annotated[
+        Path | None,
+        typer.Option(
+            "--heatmaps",
+            help="Folder for a Grad-CAM (ViT: attention rollout) overlay PNG per image.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Calibrated class probabilities and a conformal prediction set per image."""
     from medlens.api import predict
 
-    results = predict(run, images, output=output, onnx=onnx)
+    results = predict(run, images, output=output, onnx=onnx, heatmaps=heatmaps)
     probs = [k for k in results[0] if k.startswith("p_")]
     has_set = "prediction_set" in results[0]
     table = Table("file", "predicted", "confidence", *probs, *(["set"] if has_set else []))
@@ -648,6 +656,8 @@ def predict_cmd(
         console.print(f"... {len(results) - 50} more" + (f" in {output}" if output else ""))
     if output:
         console.print(f"predictions written to {output}")
+    if heatmaps:
+        console.print(f"heatmaps written to {heatmaps}")
 
 
 # --------------------------------------------------------------------------------------- export
