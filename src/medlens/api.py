@@ -377,10 +377,11 @@ def evaluate_run(
     )
     write_json(run.metrics, out)
     write_json(run.trust, trust)
-    write_json(run.calibration, _calibration_record(trust, task))
+    record = _calibration_record(trust, task)
+    write_json(run.calibration, record)
     rows = []
     for split, (z, labels) in logits.items():
-        rows.extend(_prediction_rows(split, labels, z, recipe, trust))
+        rows.extend(_prediction_rows(split, labels, z, recipe, record))
     _write_predictions(run.predictions, rows, recipe)
     return out
 
@@ -425,14 +426,14 @@ def _label_text(names: list[str], value: np.ndarray, task: str) -> str:
 
 
 def _prediction_rows(
-    split: str, labels: np.ndarray, logits: np.ndarray, recipe: Plan, trust: dict[str, Any]
+    split: str, labels: np.ndarray, logits: np.ndarray, recipe: Plan, record: dict[str, Any]
 ) -> list:
     """One row per case: truth, prediction, raw probabilities, calibrated confidence, set."""
     from medlens.evaluate.calibration import probabilities
 
     task, names = recipe.data.task, recipe.data.label_names
     probs = probabilities(logits, task)
-    calibrated, sets = calibrated_outputs(logits, _calibration_record(trust, task))
+    calibrated, sets = calibrated_outputs(logits, record)
     pred = predict_labels(probs, task)
     return [
         [
@@ -479,6 +480,15 @@ def _read_inputs(files: list[Path], recipe: Plan, run: RunDir) -> np.ndarray:
     return np.stack([read_image(f, recipe.data.in_chans, shape) for f in files])
 
 
+def unlabelled_arrays(recipe: Plan, images: np.ndarray, device):
+    """New cases as the model's device arrays; their labels are placeholders (zeros)."""
+    from medlens.train.loop import device_arrays
+
+    multi = recipe.data.task == "multi-label"
+    shape = (len(images),) + ((recipe.data.n_classes,) if multi else ())
+    return device_arrays(recipe, images, np.zeros(shape, dtype=np.int64), device)
+
+
 def predict(
     run_dir: str | Path,
     inputs: Sequence[str | Path],
@@ -501,7 +511,6 @@ def predict(
     from medlens.data.images import expand_inputs
     from medlens.export.runtime import run_predictor
     from medlens.inference import predict_logits
-    from medlens.train.loop import device_arrays
 
     run = RunDir(Path(run_dir))
     run.require_trained()
@@ -511,9 +520,7 @@ def predict(
     images = _read_inputs(files, recipe, run)
     session = run_predictor(run.root, onnx)
     device = resolve_device("cpu" if session is not None else recipe.train.device)
-    multi = task == "multi-label"
-    dummy = np.zeros((len(files),) + ((recipe.data.n_classes,) if multi else ()), dtype=np.int64)
-    data = device_arrays(recipe, images, dummy, device)
+    data = unlabelled_arrays(recipe, images, device)
     if session is not None:  # the run's ONNX export on ONNX Runtime
         logits = session.predict_logits(data, recipe.train.eval_batch_size)
     else:

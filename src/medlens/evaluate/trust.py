@@ -24,7 +24,7 @@ from medlens.evaluate.uncertainty import selective_curve
 
 def conformal_section(
     val_p: np.ndarray, val_y: np.ndarray, test_p: np.ndarray, test_y: np.ndarray, plan: Plan
-) -> tuple[dict[str, Any], ConformalPredictor]:
+) -> dict[str, Any]:
     """Sets fitted on val and measured on test, plus the exchangeable (random-split) check."""
     ev = plan.evaluate
     cp = ConformalPredictor.fit(
@@ -40,7 +40,7 @@ def conformal_section(
         "random_splits": random_split_coverage(
             pooled_p, pooled_y, alpha=ev.conformal_alpha, method=ev.conformal_method
         ),
-    }, cp
+    }
 
 
 def positive_index(plan: Plan) -> int:
@@ -114,9 +114,7 @@ def trust_analysis(
             )
         ])  # fmt: skip
     if task != "multi-label":
-        out["conformal"] = _skippable(
-            lambda: conformal_section(val_p, val_y, test_p, test_y, plan)[0]
-        )
+        out["conformal"] = _skippable(lambda: conformal_section(val_p, val_y, test_p, test_y, plan))
         out["selective"] = selective_curve(test_y, test_p, task)
     if test_meta is not None and subgroup_columns(test_meta, ev.subgroups):
         out["subgroups"] = subgroup_metrics(

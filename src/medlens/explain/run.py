@@ -69,11 +69,11 @@ def explain(
         calibrated_outputs,
         calibration_record,
         load_plan,
+        unlabelled_arrays,
     )
     from medlens.data.images import expand_inputs
     from medlens.inference import predict_logits
     from medlens.train.device import resolve_device
-    from medlens.train.loop import device_arrays
 
     if method is not None:
         check_method(method)
@@ -91,9 +91,7 @@ def explain(
             hint="drop --layer, or use --method gradcam",
         )
     task = recipe.data.task
-    multi = task == "multi-label"
-    dummy = np.zeros((len(files),) + ((recipe.data.n_classes,) if multi else ()), dtype=np.int64)
-    data = device_arrays(recipe, images, dummy, device)
+    data = unlabelled_arrays(recipe, images, device)
     logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
     probs, _ = calibrated_outputs(logits, calibration_record(run, task))  # as predict reports
     targets = probs.argmax(axis=1)
