@@ -224,7 +224,7 @@ def test_predict_rejects_broken_files(capsys, medmnist_dir, tmp_path):
     fake = tmp_path / "fake.png"
     fake.write_text("this is not an image")
     code, _, err = run_cli(capsys, "predict", run, fake)
-    assert code == 2 and "fake.png is not a readable image" in " ".join(err.split())
+    assert code == 2 and "fake.png is not a readable PNG image" in " ".join(err.split())
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     code, _, err = run_cli(capsys, "predict", run, empty)

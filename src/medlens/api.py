@@ -467,17 +467,16 @@ def _write_predictions(path: Path, rows: list, recipe: Plan) -> None:
     tmp.replace(path)
 
 
+def input_shape(run: RunDir) -> tuple[int, ...]:
+    """The spatial shape the run's model takes, (H, W) or (D, H, W)."""
+    return tuple(json.loads(run.fingerprint.read_text())["image_shape"])
+
+
 def _read_inputs(files: list[Path], recipe: Plan, run: RunDir) -> np.ndarray:
-    """Files as the model's inputs: through the plan's preprocessing when the run has one
-    (folders and manifests), else read at the MedMNIST size."""
-    if recipe.data.preprocess is not None:
-        from medlens.data.cache import prepare_file
+    """Files as the model's inputs, through :func:`medlens.data.images.model_input`."""
+    from medlens.data.images import read_inputs
 
-        return np.stack([prepare_file(f, recipe.data.preprocess)[0] for f in files])
-    from medlens.data.images import read_image
-
-    shape = tuple(json.loads(run.fingerprint.read_text())["image_shape"])
-    return np.stack([read_image(f, recipe.data.in_chans, shape) for f in files])
+    return read_inputs(files, recipe, input_shape(run))
 
 
 def unlabelled_arrays(recipe: Plan, images: np.ndarray, device):
@@ -551,3 +550,4 @@ def predict(
             writer.writeheader()
             writer.writerows(results)
     return results
+

@@ -789,6 +789,55 @@ def explain_cmd(
 
 
 # --------------------------------------------------------------------------------------- models
+# ---------------------------------------------------------------------------------------- serve
+@app.command("serve")
+def serve_cmd(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MEDLENS_API_KEY",
+            help="Require this key in the X-API-Key header of /predict and /model "
+            "(or set MEDLENS_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.01, help="Refuse uploads larger than this (MiB).")
+    ] = 64.0,
+    onnx: Annotated[
+        bool | None,
+        typer.Option(
+            "--onnx/--no-onnx",
+            help="Logits from RUN/export/model.onnx on ONNX Runtime, or from PyTorch. Default: "
+            "the export when it exists and matches the best checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool, typer.Option(help="Log one line per request (method, path, status; no content).")
+    ] = True,
+) -> None:
+    """Serve the run over HTTP: a web page at /, POST /predict, /health, /model, /docs."""
+    from medlens.serve import require_serve
+
+    require_serve()
+    from medlens.serve.app import serve
+
+    console.print(f"serving {run} on http://{host}:{port}  (docs: /docs; Ctrl+C stops)")
+    serve(
+        run,
+        host=host,
+        port=port,
+        api_key=api_key,
+        max_upload_mb=max_upload_mb,
+        onnx=onnx,
+        access_log=access_log,
+    )
+
+
 @app.command("models")
 def models_cmd(
     timm_pattern: Annotated[

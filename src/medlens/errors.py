@@ -43,3 +43,15 @@ class CheckpointError(MedlensError):
 
 class TrainingError(MedlensError):
     """Training that cannot go on (the loss became NaN, a GPU ran out of memory)."""
+
+
+class ImageTooLargeError(DataError):
+    """An image over the pixel limit: a decompression bomb or a very large image."""
+
+
+class UploadError(DataError):
+    """An upload the service refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int = 400) -> None:
+        super().__init__(message, hint)
+        self.status = status

@@ -1,100 +1,88 @@
-"""Read single image files (PNG, JPEG, TIFF, BMP, .npy) for prediction, at the model's size."""
+"""New cases (files or uploads) as model inputs: the one path from a decoded image to what a
+trained model takes, shared by ``medlens predict``, ``medlens explain`` and ``medlens serve``.
+
+>>> x = model_input(read_image_file("scan.dcm"), plan, (28, 28))  # doctest: +SKIP
+>>> x.shape, x.dtype  # doctest: +SKIP
+((1, 28, 28), dtype('uint8'))
+"""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from medlens.data.readers import image_kind
+from medlens.config import Plan
+from medlens.data.preprocess import PreprocessConfig, preprocess
+from medlens.data.readers import LoadedImage, image_kind, read_image_file
 from medlens.errors import DataError
 
-# Refuse images over this many pixels: a 50,000 x 50,000 PNG decompresses to gigabytes.
-MAX_PIXELS = 16_384 * 16_384
+# Pillow modes that hold more than 8 bits per sample (16-bit, 32-bit int, float).
+_WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "tifffile")
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.uint8:
-        return arr
-    arr = arr.astype(np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    return (
-        np.zeros(arr.shape, np.uint8)
-        if hi <= lo
-        else np.rint((arr - lo) / (hi - lo) * 255).astype(np.uint8)
+def is_volume(img: LoadedImage) -> bool:
+    """True for a (D, H, W) volume; (H, W, 3) and (H, W, 4) are colour images."""
+    a = img.array
+    return a.ndim == 3 and a.shape[-1] not in (3, 4)
+
+
+def _eight_bit(img: LoadedImage) -> bool:
+    """True when the values are 8-bit grey levels (0..255) to keep as they are."""
+    if img.kind in ("dicom", "nifti"):
+        return False
+    if img.kind == "npy":
+        return img.meta.get("dtype") == "uint8"
+    return img.meta.get("mode") not in _WIDE_MODES
+
+
+def input_config(recipe: Plan, shape: tuple[int, ...], img: LoadedImage) -> PreprocessConfig:
+    """How ``img`` becomes a model input for a run.
+
+    The run's own preprocessing when it has one (folders, manifests, DICOM, NIfTI sources).
+    MedMNIST runs have none (the images came ready): a new file is centre-cropped to the aspect
+    of ``shape`` and resized as MedMNIST's were; 8-bit files keep their grey levels, DICOM uses
+    its own window, anything else is percentile-normalised.
+    """
+    if recipe.data.preprocess is not None:
+        return recipe.data.preprocess
+    return PreprocessConfig(
+        size=list(shape),
+        resize="crop",
+        channels=recipe.data.in_chans,
+        window="file" if img.kind == "dicom" else None,
+        normalize="none" if _eight_bit(img) else "percentile",
     )
 
 
-def _read_pil(path: Path, in_chans: int, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise DataError(
-                        f"{path} is {img.width} x {img.height} pixels, over the "
-                        f"{MAX_PIXELS:,}-pixel limit",
-                        hint="downsample it first",
-                    )
-                img.load()
-                if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    img = Image.fromarray(_to_uint8(np.asarray(img)))
-                img = img.convert("L" if in_chans == 1 else "RGB")
-                img = img.resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
-    except DataError:
-        raise
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-        OSError,
-        ValueError,
-        SyntaxError,
-    ) as exc:
+def check_dims(img: LoadedImage, spatial_dims: int, name: str) -> None:
+    """Refuse a volume for a 2D model and a 2D image for a 3D model, saying which it was."""
+    volume = is_volume(img)
+    if volume and spatial_dims == 2:
         raise DataError(
-            f"{path} is not a readable image ({type(exc).__name__}: {exc})",
-            hint="check that the file is a complete PNG, JPEG, TIFF or BMP",
-        ) from exc
-    arr = np.asarray(img)
-    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
-
-
-def _read_npy(path: Path, in_chans: int, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path} is not a readable .npy array ({exc})") from exc
-    if arr.ndim == len(shape):
-        arr = arr[None]
-    if arr.shape[1:] != tuple(shape) or arr.shape[0] != in_chans:
-        raise DataError(
-            f"{path} has shape {arr.shape}; the model takes {(in_chans, *shape)}",
-            hint="resample the array to that shape",
+            f"{name} is a 3D volume of shape {tuple(img.array.shape)}; this model takes 2D images",
+            hint="send one 2D image (a PNG, JPEG or single-frame DICOM), "
+            "or use a run trained on volumes",
         )
-    return _to_uint8(arr)
-
-
-def read_image(path: str | Path, in_chans: int, shape: tuple[int, ...]) -> np.ndarray:
-    """One image as uint8 (C, H, W) or (C, D, H, W), ready for the model.
-
-    >>> read_image("scan.png", in_chans=1, shape=(28, 28)).shape  # doctest: +SKIP
-    (1, 28, 28)
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is an empty file")
-    if path.suffix.lower() == ".npy":
-        return _read_npy(path, in_chans, shape)
-    if len(shape) == 3:
+    if not volume and spatial_dims == 3:
         raise DataError(
-            f"{path}: the model takes 3D volumes, not 2D images",
-            hint="pass volumes as .npy arrays of shape (D, H, W)",
+            f"{name} is a 2D image of shape {tuple(img.array.shape)}; this model takes 3D volumes",
+            hint="send a volume (NIfTI, multi-frame DICOM or a (D, H, W) .npy array)",
         )
-    return _read_pil(path, in_chans, shape)
+
+
+def model_input(
+    img: LoadedImage, recipe: Plan, shape: tuple[int, ...], name: str = "the image"
+) -> np.ndarray:
+    """A decoded image as the model's uint8 input, (C, H, W) or (C, D, H, W)."""
+    check_dims(img, recipe.data.spatial_dims, name)
+    cfg = input_config(recipe, shape, img)
+    return preprocess(img.array, cfg, spacing=img.spacing, window=img.window, voi=img.voi)
+
+
+def read_inputs(files: list[Path], recipe: Plan, shape: tuple[int, ...]) -> np.ndarray:
+    """Image files as a stack of model inputs (see :func:`model_input`)."""
+    return np.stack([model_input(read_image_file(f), recipe, shape, str(f)) for f in files])
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:

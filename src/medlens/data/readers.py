@@ -29,6 +29,7 @@ file is read.
 from __future__ import annotations
 
 import contextvars
+import io
 import logging
 import math
 import re
@@ -42,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.errors import DataError
+from medlens.errors import DataError, ImageTooLargeError
 
 _PIL_KINDS = {
     ".png": "png",
@@ -178,14 +179,92 @@ def read_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
             f"{path} {what}",
             hint="give PNG, JPEG, TIFF, BMP, DICOM (.dcm), NIfTI (.nii, .nii.gz) or .npy files",
         )
+    return _decode(path, kind, max_pixels)
+
+
+class InMemoryFile(io.BytesIO):
+    """A file held in memory (an upload): the readers take it wherever they take a path, and
+    ``str()`` gives the name their messages use. Nothing is written to disk.
+
+    >>> str(InMemoryFile(b"...", "upload.png"))
+    'upload.png'
+    """
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Source = Path | InMemoryFile
+
+# Leading bytes of each kind an upload may be; DICOM (at 128) and NIfTI are checked apart.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"BM", "bmp"),
+)
+#: What :func:`read_image_bytes` accepts, for messages.
+UPLOAD_KINDS = "PNG, JPEG, TIFF, BMP, DICOM or NIfTI (.nii, .nii.gz)"
+
+
+def sniff_kind(data: bytes) -> str | None:
+    """The image kind by content (never by name), or None: png, jpeg, tiff, bmp, dicom, nifti.
+
+    >>> sniff_kind(b"\x89PNG\r\n\x1a\n" + bytes(8)), sniff_kind(b"hello")
+    ('png', None)
+    """
+    if data[128:132] == b"DICM":  # first: a DICOM preamble may itself look like a TIFF
+        return "dicom"
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            return kind
+    head = data[:352]
+    if data[:2] == b"\x1f\x8b":  # gzip: a .nii.gz when the first 352 bytes inflate to NIfTI
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[:4096], 352)
+        except zlib.error:
+            return None
+    if head[344:348] in (b"n+1\x00", b"ni1\x00") or head[4:8] == b"n+2\x00":
+        return "nifti"
+    return None
+
+
+def read_image_bytes(
+    data: bytes, name: str = "upload", *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
+    """Decode an image held in memory (an upload); its kind is read from the content.
+
+    Like :func:`read_image_file` (same limits, same :class:`DataError`\\s, named ``name``) for
+    PNG, JPEG, TIFF, BMP, DICOM and NIfTI (plain or gzipped); nothing touches the disk.
+
+    >>> img = read_image_bytes(Path("xray.png").read_bytes())  # doctest: +SKIP
+    """
+    if not data:
+        raise DataError(f"{name} is empty", hint="send the image file's contents")
+    kind = sniff_kind(data)
+    if kind is None:
+        raise DataError(
+            f"{name} is not an image medlens reads (its content matches none of {UPLOAD_KINDS})",
+            hint=f"send a {UPLOAD_KINDS} file",
+        )
+    return _decode(InMemoryFile(data, name), kind, max_pixels)
+
+
+def _decode(source: Source, kind: str, max_pixels: int) -> LoadedImage:
+    """Decode with the reader for ``kind``."""
     if kind == "dicom":
-        return _read_dicom(path, max_pixels)
+        return _read_dicom(source, max_pixels)
     if kind == "nifti":
-        return _read_nifti(path, max_pixels)
+        return _read_nifti(source, max_pixels)
     if kind == "npy":
-        return _read_npy(path, max_pixels)
-    arr, meta = _read_pil(path, kind, max_pixels)
-    return LoadedImage(_finite(arr, path, meta), None, kind, None, meta)
+        return _read_npy(source, max_pixels)
+    arr, meta = _read_pil(source, kind, max_pixels)
+    return LoadedImage(_finite(arr, source, meta), None, kind, None, meta)
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -201,19 +280,19 @@ def _has_dicom_marker(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _check_pixels(path: Path, size: tuple[int, ...], max_pixels: int) -> None:
+def _check_pixels(path: Source, size: tuple[int, ...], max_pixels: int) -> None:
     """Refuse, before decoding, an image of more than ``max_pixels`` pixels or voxels."""
     n = math.prod(int(s) for s in size)
     if n > max_pixels:
         dims = " x ".join(str(int(s)) for s in size)
-        raise DataError(
+        raise ImageTooLargeError(
             f"{path} is {dims} = {n:,} pixels, over the limit of {max_pixels:,} pixels "
             "(a decompression bomb or a very large image)",
             hint="downsample or crop it first, or raise max_pixels if the image is genuine",
         )
 
 
-def _finite(array: np.ndarray, path: Path, meta: dict) -> np.ndarray:
+def _finite(array: np.ndarray, path: Source, meta: dict) -> np.ndarray:
     """float32, C-ordered, with NaN/inf replaced by the smallest finite value (noted in meta)."""
     array = np.ascontiguousarray(array, dtype=np.float32)
     if array.size == 0:
@@ -238,7 +317,7 @@ def _to_gray(rgb: np.ndarray) -> np.ndarray:
 # --- Pillow and tifffile ----------------------------------------------------------------------
 
 
-def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, dict]:
+def _read_pil(path: Source, kind: str, max_pixels: int) -> tuple[np.ndarray, dict]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = kind.upper()
@@ -257,7 +336,7 @@ def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, dict]
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(
+        raise ImageTooLargeError(
             f"{path} is too large to decode safely: {exc}",
             hint="downsample it first, or raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine",
         ) from exc
@@ -306,7 +385,7 @@ def _pil_pixels(img, image_ops, meta: dict) -> np.ndarray:
 
 
 def _read_tifffile(
-    path: Path, max_pixels: int, first: BaseException | None = None
+    path: Source, max_pixels: int, first: BaseException | None = None
 ) -> tuple[np.ndarray, dict]:
     import tifffile
 
@@ -370,7 +449,7 @@ def _hold_pydicom_log() -> None:
         logger.addFilter(_HoldPydicomLog())
 
 
-def _read_dicom(path: Path, max_pixels: int) -> LoadedImage:
+def _read_dicom(path: Source, max_pixels: int) -> LoadedImage:
     _hold_pydicom_log()
     held: list[int] = []
     token = _PYDICOM_HELD.set(held)
@@ -383,7 +462,7 @@ def _read_dicom(path: Path, max_pixels: int) -> LoadedImage:
     return img
 
 
-def _read_dicom_quietly(path: Path, max_pixels: int) -> LoadedImage:
+def _read_dicom_quietly(path: Source, max_pixels: int) -> LoadedImage:
     import pydicom
     from pydicom.errors import BytesLengthException, InvalidDicomError
 
@@ -414,7 +493,7 @@ def _read_dicom_quietly(path: Path, max_pixels: int) -> LoadedImage:
             ) from None
 
 
-def _decode_dicom(ds, path: Path, max_pixels: int) -> LoadedImage:
+def _decode_dicom(ds, path: Source, max_pixels: int) -> LoadedImage:
     from pydicom.pixels import apply_color_lut
 
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -480,7 +559,7 @@ def _voi_lut(ds, values: np.ndarray, meta: dict) -> np.ndarray | None:
     return 1.0 - out if meta.get("inverted") else out
 
 
-def _dicom_pixels(ds, path: Path) -> np.ndarray:
+def _dicom_pixels(ds, path: Source) -> np.ndarray:
     """``ds.pixel_array``, with decoder problems turned into DataError."""
     from PIL import Image
 
@@ -650,7 +729,7 @@ def _positive(value: float | None) -> float | None:
 # --- NIfTI and .npy ---------------------------------------------------------------------------
 
 
-def _read_nifti(path: Path, max_pixels: int) -> LoadedImage:
+def _read_nifti(path: Source, max_pixels: int) -> LoadedImage:
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
     from nibabel.orientations import OrientationError
@@ -671,7 +750,7 @@ def _read_nifti(path: Path, max_pixels: int) -> LoadedImage:
     )
     hint = "check that the file is complete; copy or export it again"
     try:
-        img = nib.load(path)
+        img = _nifti_image(path)
     except errors as exc:
         raise DataError(
             f"{path} is not a readable NIfTI file ({type(exc).__name__}: {exc})", hint=hint
@@ -709,6 +788,25 @@ def _read_nifti(path: Path, max_pixels: int) -> LoadedImage:
     if any(s <= 0 for s in spacing):
         spacing = None
     return LoadedImage(_finite(data, path, meta), spacing, "nifti", None, meta)
+
+
+def _nifti_image(source: Source):
+    """``nib.load`` for a path; for a file in memory, NIfTI-1 or -2, plain or gzipped (lazily:
+    the pixels are inflated only when read, after the size check)."""
+    import gzip
+
+    import nibabel as nib
+
+    if isinstance(source, Path):
+        return nib.load(source)
+    gzipped = source.getvalue()[:2] == b"\x1f\x8b"
+    fileobj = gzip.GzipFile(fileobj=source) if gzipped else source
+    sizeof_hdr = fileobj.read(4)
+    fileobj.seek(0)
+    two = 540 in (int.from_bytes(sizeof_hdr, "little"), int.from_bytes(sizeof_hdr, "big"))
+    holder = nib.FileHolder(fileobj=fileobj)
+    cls = nib.Nifti2Image if two else nib.Nifti1Image
+    return cls.from_file_map({"header": holder, "image": holder})
 
 
 def _read_npy(path: Path, max_pixels: int) -> LoadedImage:

@@ -55,6 +55,13 @@ def overlay_image(
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
+def image_and_overlay(
+    image: np.ndarray, cam: np.ndarray, alpha: float = 0.45
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the image as RGB, its overlay), both (H, W, 3) uint8; for a volume, the peak slice."""
+    return _rgb(_slice_pair(image, cam)[0]), overlay_image(image, cam, alpha)
+
+
 def save_side_by_side(
     path: str | Path,
     image: np.ndarray,
@@ -67,8 +74,7 @@ def save_side_by_side(
     Small images are enlarged by a whole factor (nearest neighbour) until their longer side is
     at least ``min_size`` pixels, so that a 28 px image stays readable.
     """
-    original = _rgb(_slice_pair(image, cam)[0])
-    overlay = overlay_image(image, cam, alpha)
+    original, overlay = image_and_overlay(image, cam, alpha)
     h, w = original.shape[:2]
     factor = max(1, -(-min_size // max(h, w)))
     gap = 4 * factor

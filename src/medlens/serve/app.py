@@ -1,0 +1,175 @@
+"""The FastAPI application: a web page, POST /predict, GET /health, GET /model, OpenAPI docs.
+
+>>> app = create_app("runs/breastmnist", api_key="s3cret")  # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+
+Privacy: uploads live in memory only (see :mod:`medlens.serve.upload`); nothing from an upload
+(its bytes, its file name, its DICOM header) is written to disk or to a log, and responses
+carry ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from medlens.errors import MedlensError, UploadError
+from medlens.serve import require_serve
+from medlens.serve.model import DEFAULT_MAX_PIXELS, ServedModel
+from medlens.serve.upload import FIELD, file_field, read_body
+
+log = logging.getLogger("medlens.serve")
+
+DEFAULT_MAX_UPLOAD_MB = 64.0
+API_KEY_HEADER = "X-API-Key"
+_NO_STORE = {"Cache-Control": "no-store"}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+    "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {
+                        FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "PNG, JPEG, TIFF, BMP, DICOM or NIfTI (.nii, .nii.gz)",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _error(status: int, message: str, hint: str | None = None) -> Any:
+    body = {"error": message, **({"hint": hint} if hint else {})}
+    return JSONResponse(body, status_code=status, headers=_NO_STORE)
+
+
+def page_html() -> str:
+    """The clinician's page (``static/index.html``)."""
+    return resources.files("medlens.serve").joinpath("static/index.html").read_text()
+
+
+def create_app(
+    run_dir: str | Path | ServedModel,
+    *,
+    api_key: str | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    onnx: bool | None = None,
+) -> Any:
+    """A FastAPI app serving one run. The run is loaded (and its weights verified) here, so a
+    bad run directory fails before the server starts. ``api_key``: when set, /predict and
+    /model need it in the ``X-API-Key`` header; / and /health stay open."""
+    from medlens import __version__
+
+    served = (
+        run_dir
+        if isinstance(run_dir, ServedModel)
+        else ServedModel(run_dir, onnx=onnx, max_pixels=max_pixels)
+    )
+    limit = int(max_upload_mb * 2**20)
+    app = FastAPI(
+        title="medlens",
+        version=__version__,
+        description=f"Predictions of the medlens run '{served.run.root.name}' "
+        f"({served.recipe.model.name} on {served.recipe.data.source}). Research use only: "
+        "not a medical device.",
+    )
+    app.state.served = served
+
+    def authorised(request: Request) -> bool:
+        if api_key is None:
+            return True
+        given = request.headers.get(API_KEY_HEADER, "")
+        return secrets.compare_digest(given.encode(), api_key.encode())
+
+    def refused() -> Any:
+        return _error(
+            401,
+            f"a valid API key is needed in the {API_KEY_HEADER} header",
+            hint="ask the service's operator for the key",
+        )
+
+    @app.exception_handler(MedlensError)
+    async def _medlens_error(request: Request, exc: MedlensError) -> Any:
+        status = exc.status if isinstance(exc, UploadError) else 400
+        return _error(status, exc.message, exc.hint)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Any:
+        # the type only: a parser's message could quote bytes of the upload
+        log.error("request to %s failed: %s", request.url.path, type(exc).__name__)
+        return _error(500, f"the service failed on this request ({type(exc).__name__})")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> Any:
+        return HTMLResponse(page_html(), headers=_PAGE_HEADERS)
+
+    @app.get("/health", summary="Liveness: the model is loaded")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "run": served.run.root.name,
+            "backend": served.backend,
+            "api_key_required": api_key is not None,
+            "max_upload_mb": max_upload_mb,
+        }
+
+    @app.get("/model", summary="The model card: model, data, metrics, calibration")
+    async def model(request: Request) -> Any:
+        if not authorised(request):
+            return refused()
+        return served.card()
+
+    @app.post(
+        "/predict",
+        summary="Classify one uploaded image (multipart field 'file')",
+        openapi_extra=_PREDICT_BODY,
+    )
+    async def predict(request: Request, heatmap: bool = True) -> Any:
+        if not authorised(request):
+            return refused()
+        body = await read_body(request.stream(), limit, request.headers.get("content-length"))
+        data = file_field(body, request.headers.get("content-type"))
+        result = await run_in_threadpool(served.predict, data, heatmap)
+        return JSONResponse(result, headers=_NO_STORE)
+
+    return app
+
+
+def serve(
+    run_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    onnx: bool | None = None,
+    access_log: bool = True,
+) -> None:
+    """Load the run and serve it with uvicorn until interrupted."""
+    require_serve()
+    import uvicorn
+
+    app = create_app(run_dir, api_key=api_key, max_upload_mb=max_upload_mb, onnx=onnx)
+    # the access log holds method, path, status and client address: never upload content
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")

@@ -1,0 +1,193 @@
+"""A trained run loaded once for serving: an uploaded image's bytes in, a prediction out.
+
+>>> served = ServedModel("runs/breastmnist")  # doctest: +SKIP
+>>> served.predict(Path("case.png").read_bytes())["prediction_set"]  # doctest: +SKIP
+['malignant']
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medlens.errors import DataError, ImageTooLargeError, UploadError
+
+#: Pixels (voxels for a volume) an upload may decode to: 64 M, e.g. 8,000 x 8,000.
+DEFAULT_MAX_PIXELS = 64_000_000
+UPLOAD_NAME = "the upload"  # messages never quote the client's file name
+
+
+class ServedModel:
+    """One run, ready to answer: plan, weights (verified), calibration, and an ONNX Runtime
+    session when the run has a current export.
+
+    Logits come from ONNX Runtime when available (as ``medlens predict`` does), else from the
+    PyTorch model; Grad-CAM (or attention rollout) always from the PyTorch model. Model calls
+    are serialised by a lock: Grad-CAM hooks the shared model, and two cores gain nothing from
+    running two forward passes at once.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, *, onnx: bool | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
+        from medlens.api import RunDir, _load_model, calibration_record, input_shape, load_plan
+        from medlens.explain.saliency import default_method
+        from medlens.export.runtime import run_predictor
+
+        self.run = RunDir(Path(run_dir))
+        self.run.require_trained()
+        self.recipe = load_plan(self.run.plan)
+        self.task = self.recipe.data.task
+        self.names = list(self.recipe.data.label_names)
+        self.shape = input_shape(self.run)
+        self.max_pixels = max_pixels
+        self.record = calibration_record(self.run, self.task)
+        self.device = torch.device("cpu")
+        self.model, _ = _load_model(self.run, self.recipe, self.device)  # refuses bad weights
+        self.model.eval()
+        self.session = run_predictor(self.run.root, onnx)
+        self.method = default_method(self.model)
+        self.layer = self._target_layer()
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        return "onnxruntime" if self.session is not None else "pytorch"
+
+    def _target_layer(self) -> str | None:
+        if self.method == "rollout":
+            return None
+        from medlens.explain.layers import choose_target_layer
+
+        blank = np.zeros((1, self.recipe.data.in_chans, *self.shape), dtype=np.uint8)
+        return choose_target_layer(self.model, self._first(self._arrays(blank))).name
+
+    @staticmethod
+    def _first(arrays) -> torch.Tensor:
+        """The first image of device arrays, as a normalised batch of one."""
+        return next(arrays.batches(1))[0]
+
+    def _arrays(self, images: np.ndarray):
+        from medlens.api import unlabelled_arrays
+
+        return unlabelled_arrays(self.recipe, images, self.device)
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, str]:
+        """Upload bytes -> (the model's uint8 input, the kind read), or an :class:`UploadError`
+        with the HTTP status to answer: 415 not an image, 413 too many pixels, 422 a volume
+        for a 2D model (or the reverse), 400 a broken file."""
+        from medlens.data.images import check_dims, model_input
+        from medlens.data.readers import UPLOAD_KINDS, read_image_bytes, sniff_kind
+
+        if sniff_kind(data) is None:
+            raise UploadError(
+                f"{UPLOAD_NAME} is not an image: its content matches none of {UPLOAD_KINDS}",
+                hint=f"send a {UPLOAD_KINDS} file",
+                status=415,
+            )
+        try:
+            img = read_image_bytes(data, UPLOAD_NAME, max_pixels=self.max_pixels)
+        except ImageTooLargeError as exc:
+            raise UploadError(exc.message, exc.hint, status=413) from None
+        except DataError as exc:
+            raise UploadError(exc.message, exc.hint, status=400) from None
+        try:
+            check_dims(img, self.recipe.data.spatial_dims, UPLOAD_NAME)
+        except DataError as exc:
+            raise UploadError(exc.message, exc.hint, status=422) from None
+        try:
+            return model_input(img, self.recipe, self.shape, UPLOAD_NAME), img.kind
+        except DataError as exc:
+            raise UploadError(exc.message, exc.hint, status=400) from None
+
+    def predict(self, data: bytes, heatmap: bool = True) -> dict[str, Any]:
+        """Calibrated probabilities, confidence, prediction set and (``heatmap``) the input
+        and its saliency overlay as PNG data URIs, for one uploaded image."""
+        start = time.perf_counter()
+        image, kind = self.decode(data)
+        arrays = self._arrays(image[None])
+        with self._lock:
+            logits = self._logits(arrays)
+            result = self._result(logits)
+            if heatmap:
+                target = self.names.index(result["top_class"])
+                result["heatmap"] = self._heatmap(arrays, image, target)
+        result["input"] = {"kind": kind, "model_input_shape": list(image.shape)}
+        result["seconds"] = round(time.perf_counter() - start, 4)
+        return result
+
+    def _logits(self, arrays) -> np.ndarray:
+        from medlens.inference import predict_logits
+
+        if self.session is not None:
+            return self.session.predict_logits(arrays, 1)
+        return predict_logits(self.model, arrays, 1, False)[0]
+
+    def _result(self, logits: np.ndarray) -> dict[str, Any]:
+        from medlens.api import _confidence, _label_text, calibrated_outputs
+        from medlens.evaluate.metrics import predict_labels
+
+        probs, sets = calibrated_outputs(logits, self.record)
+        p = probs[0]
+        pred = predict_labels(probs, self.task)[0]
+        multi = self.task == "multi-label"
+        out: dict[str, Any] = {
+            "predicted": _label_text(self.names, pred, self.task),
+            "top_class": self.names[int(np.argmax(p))],
+            "probabilities": {n: round(float(v), 6) for n, v in zip(self.names, p, strict=True)},
+            "confidence": round(_confidence(p, self.task), 6),
+            "calibrated": float(self.record["temperature"]) != 1.0,
+            "prediction_set": None,
+        }
+        if multi:
+            out["predicted"] = [n for n in out["predicted"].split(";") if n]
+        if sets is not None:
+            conformal = self.record["conformal"]
+            out["prediction_set"] = [n for n, on in zip(self.names, sets[0], strict=True) if on]
+            out["set_coverage"] = round(1.0 - float(conformal["alpha"]), 4)
+        return out
+
+    def _heatmap(self, arrays, image: np.ndarray, target: int) -> dict[str, Any]:
+        from medlens.explain.overlay import image_and_overlay
+        from medlens.explain.saliency import saliency_maps
+        from medlens.report.figures import image_uri
+
+        x = self._first(arrays)
+        cam = saliency_maps(self.model, x, [target], self.method, self.layer)[0].numpy()
+        shown, overlay = image_and_overlay(image, cam)
+        return {
+            "method": self.method,
+            "layer": self.layer,
+            "target": self.names[target],
+            "input_png": image_uri(shown, 256),
+            "overlay_png": image_uri(overlay, 256),
+        }
+
+    def card(self) -> dict[str, Any]:
+        """What GET /model answers: the model, its data, its test metrics and calibration, and
+        the model card (``model_card.md``, written by ``medlens report``) when there is one."""
+        recipe, run = self.recipe, self.run
+        metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+        card_md = run.root / "model_card.md"
+        return {
+            "run": run.root.name,
+            "model": recipe.model.name,
+            "dataset": recipe.data.source,
+            "task": self.task,
+            "labels": self.names,
+            "positive_class": recipe.evaluate.positive_class,
+            "input": {"channels": recipe.data.in_chans, "shape": list(self.shape)},
+            "backend": self.backend,
+            "explanation": {"method": self.method, "layer": self.layer},
+            "calibration": {
+                k: v for k, v in self.record.items() if k in ("temperature", "conformal")
+            },
+            "test_metrics": metrics.get("test"),
+            "model_card": card_md.read_text() if card_md.is_file() else None,
+        }
