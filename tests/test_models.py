@@ -190,14 +190,22 @@ def test_list_models() -> None:
     assert dims == {
         "resnet18_medmnist": 2,
         "resnet50_medmnist": 2,
+        "mobilenetv3_small_medmnist": 2,
         "small_cnn": 2,
         "small_cnn_3d": 3,
         "resnet18_3d": 3,
+        "densenet121_3d": 3,
+        "cnn_transformer": 2,
         "resnet50_3d": 3,
     }
     assert all(m["description"] for m in list_models())
-    assert {m["name"] for m in list_models(3)} == set(OWN_3D)
-    assert {m["name"] for m in list_models(2)} == set(OWN_2D)
+    # densenet121_3d and cnn_transformer are exercised in test_architectures.py
+    assert {m["name"] for m in list_models(3)} == {*OWN_3D, "densenet121_3d"}
+    assert {m["name"] for m in list_models(2)} == {
+        *OWN_2D,
+        "cnn_transformer",
+        "mobilenetv3_small_medmnist",
+    }
     assert "resnet18" in list_timm_models("resnet1*")
     assert all(n.startswith("efficientnet_b") for n in list_timm_models("efficientnet_b*"))
 

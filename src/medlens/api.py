@@ -38,6 +38,7 @@ _FLAG_FIELDS = {
     "lr": "optim.lr",
     "seed": "train.seed",
     "device": "train.device",
+    "init": "model.init",
 }
 
 
@@ -189,7 +190,12 @@ def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
                 hint="subgroups come from extra columns of a CSV/Parquet manifest",
             )
         subgroup_columns(meta, recipe.evaluate.subgroups)
-    dims = model_spatial_dims(recipe.model.name)
+    for path in (recipe.model.weights, recipe.model.init):
+        if path:
+            from medlens.models.weights import weights_file
+
+            weights_file(path)  # a missing file fails now, not after the data is cached
+    dims = 3 if recipe.model.slices else model_spatial_dims(recipe.model.name)
     if dims != ds.spatial_dims:
         raise ConfigError(
             f"model {recipe.model.name} is {dims}D but the data is {ds.spatial_dims}D",
@@ -233,7 +239,11 @@ def train(
     any dotted plan field. With ``resume=True`` the run in ``output`` continues from its last
     checkpoint with its own plan.
     """
-    reporter = reporter or SilentReporter()
+    from medlens.train import distributed
+
+    ranks = distributed.ranks()
+    # under torchrun rank 0 writes the run directory and talks; the others train their shard
+    reporter = (reporter or SilentReporter()) if ranks.main else SilentReporter()
     overrides = {**(overrides or {}), **flag_overrides(**flags)}
     if resume:
         if output is None:
@@ -274,21 +284,27 @@ def train(
                 reporter=reporter,
             )
         check_plan_fits(recipe, ds)
+        if ranks.active and output is None:
+            raise ConfigError(
+                "under torchrun every process must write to the same run directory",
+                hint="give it with --output",
+            )
         run = RunDir(
             Path(output) if output else Path("runs") / default_run_name(ds.name, recipe.model.name)
         )
-        check_output(run, resume=False)
-        run.root.mkdir(parents=True, exist_ok=True)
-        save_plan(recipe, run.plan)
-        write_json(run.fingerprint, fp.model_dump(mode="json"))
-        write_json(
-            run.env, environment(recipe.train.seed, str(resolve_device(recipe.train.device)))
-        )
+        if ranks.main:
+            check_output(run, resume=False)
+            run.root.mkdir(parents=True, exist_ok=True)
+            save_plan(recipe, run.plan)
+            write_json(run.fingerprint, fp.model_dump(mode="json"))
+            env = environment(recipe.train.seed, str(resolve_device(recipe.train.device)))
+            write_json(run.env, {**env, "world_size": ranks.world})
         for line in describe(fp, recipe):
             reporter.message(line)
     reporter.message(f"run directory: {run.root}")
     result = fit(recipe, ds, run, resume=resume, reporter=reporter, callbacks=callbacks)
-    metrics = evaluate_run(run, ds=ds)
+    distributed.barrier(ranks)
+    metrics = evaluate_run(run, ds=ds) if ranks.main else {}
     return TrainResult(run_dir=run.root, plan=recipe, fit=result, metrics=metrics)
 
 
@@ -551,3 +567,69 @@ def predict(
             writer.writerows(results)
     return results
 
+
+def distill(teacher_run: str | Path, **options: Any):
+    """Distil a trained run into a smaller student (default ``mobilenetv3_small_100``).
+
+    The student run is an ordinary run plus ``compression.json`` (teacher against student);
+    options: see :func:`medlens.compress.distill.distill_run`.
+
+    >>> r = ml.distill("runs/teacher", epochs=10, output="runs/student")  # doctest: +SKIP
+    >>> r.compression["comparison"]["test_auc_difference"]  # doctest: +SKIP
+    """
+    from medlens.compress.distill import distill_run
+
+    return distill_run(teacher_run, **options)
+
+
+def prune(run_dir: str | Path, **options: Any):
+    """Remove whole conv channels of a trained run's model, fine-tune, and compare.
+
+    Options: see :func:`medlens.compress.prune.prune_run` (``amount``, ``finetune_epochs``...).
+    """
+    from medlens.compress.prune import prune_run
+
+    return prune_run(run_dir, **options)
+
+
+# ------------------------------------------------------------------------------ compare / tune
+def compare(source: str, *, overrides: dict[str, Any] | None = None, **options: Any):
+    """Train models x seeds runs with one plan on the same data and splits, and write a
+    leaderboard (test metrics, parameters, GFLOPs, training time, CPU latency) with paired AUC
+    tests of the best model against each other one.
+
+    ``options``: those of :func:`medlens.compare.comparison.run_comparison` (``models``,
+    ``seeds``, ``output``, ``data_dir``, ...) and the CLI flags epochs, batch_size, lr, seed
+    (the first seed), device. Runs already finished in ``output`` are kept, not retrained.
+
+    >>> r = ml.compare("breastmnist", models="small_cnn,resnet18", seeds=3)  # doctest: +SKIP
+    >>> r.rows[0]["model"], r.rows[0]["auc_mean"], r.paired[0]["p_value"]  # doctest: +SKIP
+    """
+    from medlens.compare.comparison import run_comparison
+
+    flags = {k: options.pop(k) for k in list(options) if k in _FLAG_FIELDS}
+    overrides = {**(overrides or {}), **flag_overrides(**flags)}
+    if "model.name" in overrides:
+        raise ConfigError("compare sets model.name itself", hint="name the models with --models")
+    if not isinstance(options.get("models", ""), str):
+        options["models"] = list(options["models"])
+    return run_comparison(source, overrides=overrides, **options)
+
+
+def tune(source: str, *, overrides: dict[str, Any] | None = None, **options: Any):
+    """Hyperparameter search with Optuna (TPE, pruned on per-epoch val AUC), scored on val AUC
+    only; writes trials.csv, the study (``sqlite:///<output>/study.db`` unless ``storage``) and
+    best_plan.yaml, which ``train(plan_file=...)`` takes. Needs ``pip install "medlens[tune]"``.
+
+    ``options``: those of :func:`medlens.tune.search.run_search` (``trials``, ``timeout``,
+    ``storage``, ``study_name``, ``output``, ``pruner``, ...) and the CLI flags epochs,
+    batch_size, lr, seed (training and sampler), device, model; a field fixed this way or in
+    ``overrides`` is left out of the search (:mod:`medlens.tune.space`).
+
+    >>> r = ml.tune("breastmnist", trials=20, epochs=10)  # doctest: +SKIP
+    >>> r.best_value, r.best_plan_file  # doctest: +SKIP
+    """
+    from medlens.tune.search import run_search
+
+    flags = {k: options.pop(k) for k in list(options) if k in _FLAG_FIELDS}
+    return run_search(source, overrides={**(overrides or {}), **flag_overrides(**flags)}, **options)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medlens import __version__
@@ -374,6 +375,15 @@ def train_cmd(
         ),
     ] = None,
     device: Device = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Start from an earlier run (its folder or best.safetensors) or a weights "
+            "file: multistage fine-tuning. Same as --set model.init=PATH.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -432,6 +442,7 @@ def train_cmd(
             lr=lr,
             seed=seed,
             device=device,
+            init=init,
             source_fields=fields,
         )
     except KeyboardInterrupt:
@@ -440,6 +451,8 @@ def train_cmd(
             "continue with: medlens train --resume --output <run directory>"
         )
         raise typer.Exit(130) from None
+    if not result.metrics:  # a torchrun rank other than 0: rank 0 reports
+        return
     fr = result.fit
     console.print(
         f"best epoch {fr.best_epoch} (val AUC {fr.best_val_auc:.4f}) of "
@@ -838,6 +851,340 @@ def serve_cmd(
     )
 
 
+# ------------------------------------------------------------------------------ compare / tune
+Epochs = Annotated[
+    int | None,
+    typer.Option("--epochs", min=1, help="Training epochs of every run.", show_default=False),
+]
+
+
+@app.command("compare")
+def compare_cmd(
+    dataset: Annotated[
+        str,
+        typer.Argument(
+            help="MedMNIST name (e.g. breastmnist), a MedMNIST-format .npz, an image folder "
+            "or a CSV/Parquet manifest."
+        ),
+    ],
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models",
+            help="Comma-separated models (timm names or medlens models), e.g. "
+            "resnet18,densenet121,efficientnet_b0,vit_small_patch16_224.",
+        ),
+    ],
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="Runs per model, with train.seed, +1, +2, ...")
+    ] = 3,
+    epochs: Epochs = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    size: Size = None,
+    set_: SetOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Comparison folder (default runs/compare-<dataset>). Run the same command "
+            "again to continue: finished runs are kept, not retrained.",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for the latency measurement (default: PyTorch's setting).",
+            show_default=False,
+        ),
+    ] = None,
+    download: Download = True,
+    label_column: LabelCols = None,
+    path_column: PathCol = None,
+    patient_column: PatientCol = None,
+    split_column: SplitCol = None,
+    skip_bad: SkipBad = False,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Train several models on the same data, splits, preprocessing and budget over a few
+    seeds; write leaderboard.md/.csv/.png with test metrics (mean and spread), parameters,
+    GFLOPs, training time and CPU latency, and paired AUC tests against the best model.
+
+    Example: medlens compare breastmnist --models small_cnn,resnet18 --seeds 3 --epochs 20
+    """
+    from medlens.api import compare
+    from medlens.progress import RichReporter
+
+    fields = _source_fields(
+        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+    )
+    try:
+        result = compare(
+            dataset,
+            models=models,
+            seeds=seeds,
+            output=output,
+            data_dir=data_dir,
+            size=size,
+            overrides=_overrides(set_),
+            download=download,
+            source_fields=fields,
+            reporter=RichReporter(console),
+            latency_threads=threads,
+            epochs=epochs,
+            device=device,
+        )
+    except KeyboardInterrupt:
+        err_console.print(
+            "[yellow]interrupted[/yellow]: finished runs are kept; run the same command to "
+            "continue (an interrupted run resumes from its last epoch)"
+        )
+        raise typer.Exit(130) from None
+    _print_leaderboard(result)
+
+
+def _wide_console() -> Console:
+    """The console, or for piped output one of 120 columns (not rich's 80), so that the wide
+    tables of compare and tune keep one line per row."""
+    return console if console.is_terminal else Console(width=max(console.width, 120))
+
+
+def _print_leaderboard(result: Any) -> None:
+    """Two tables (test metrics, then cost) and the paired tests; the files hold the rest."""
+    from medlens.compare.leaderboard import (
+        METRICS,
+        TITLES,
+        mean_std,
+        method_text,
+        p_text,
+        paired_text,
+    )
+
+    info = result.info
+    out = _wide_console()
+    at = f"at {info['positive_class']}" if info["positive_class"] else "macro-averaged"
+    metrics = Table(
+        "model",
+        *(TITLES[m] for m in METRICS),
+        title=f"{info['dataset']}: test metrics, mean ± std over {len(info['seeds'])} seed(s), "
+        f"{info['epochs']} epochs",
+        caption=f"F1, sensitivity and specificity {at}",
+    )
+    cost = Table(
+        "model",
+        "parameters",
+        "GFLOPs",
+        "train s",
+        "ms/image b1",
+        "images/s b64",
+        title=f"cost: CPU fp32, {info['hardware']['latency_threads']} thread(s); training "
+        "time in training steps",
+    )
+    for r in result.rows:
+        metrics.add_row(r["model"], *(mean_std(r, m, 3) for m in METRICS))
+        cost.add_row(
+            r["model"],
+            f"{r['parameters'] / 1e6:.2f} M",
+            f"{r['gflops']:.3f}",
+            f"{r['train_s_mean']:.1f}",
+            f"{r['latency_ms']:.2f}",
+            f"{r['images_per_s']:.0f}",
+        )
+    out.print(metrics)
+    out.print(cost)
+    if result.paired:
+        best = result.best
+        paired = Table(
+            "model",
+            "AUC",
+            f"AUC {best}",
+            f"difference [{result.paired[0]['ci']:.0%} CI]",
+            "p-value",
+            "test",
+            title=f"paired tests: {best} (best mean test AUC) against each model, on "
+            "seed-averaged test probabilities",
+        )
+        for p in result.paired:
+            paired.add_row(
+                p["model"],
+                f"{p['auc_b']:.4f}",
+                f"{p['auc_a']:.4f}",
+                paired_text(p),
+                p_text(p["p_value"]),
+                method_text(p["method"]),
+            )
+        out.print(paired)
+    console.print(f"leaderboard.md, leaderboard.csv and leaderboard.png written to {result.folder}")
+
+
+@app.command("tune")
+def tune_cmd(
+    dataset: Annotated[
+        str,
+        typer.Argument(
+            help="MedMNIST name (e.g. breastmnist), a MedMNIST-format .npz, an image folder "
+            "or a CSV/Parquet manifest."
+        ),
+    ],
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials",
+            help="Trials this command runs (added to the study's earlier ones) [default: 20 "
+            "unless --timeout is given].",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="Start no new trial after this many seconds.",
+            show_default=False,
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Database URL of the study, shared by every machine given it, e.g. "
+            "postgresql://user@host/db [default: sqlite:///OUTPUT/study.db].",
+            show_default=False,
+        ),
+    ] = None,
+    study_name: Annotated[
+        str | None,
+        typer.Option(
+            "--study-name", help="Study name [default: medlens-<dataset>].", show_default=False
+        ),
+    ] = None,
+    epochs: Epochs = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed of every trial's training and of the TPE sampler (give each machine "
+            "its own).",
+            show_default=False,
+        ),
+    ] = None,
+    pruner: Annotated[
+        str,
+        typer.Option("--pruner", help="Stop poor trials early: median, hyperband or none."),
+    ] = "median",
+    device: Device = None,
+    data_dir: DataDir = None,
+    size: Size = None,
+    set_: SetOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for trials/, trials.csv, study.db and best_plan.yaml "
+            "(default runs/tune-<dataset>).",
+            show_default=False,
+        ),
+    ] = None,
+    download: Download = True,
+    label_column: LabelCols = None,
+    path_column: PathCol = None,
+    patient_column: PatientCol = None,
+    split_column: SplitCol = None,
+    skip_bad: SkipBad = False,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Hyperparameter search with Optuna (TPE sampler, median or Hyperband pruning on the
+    per-epoch val AUC), scored on val AUC only: lr, weight decay, batch size, dropout, loss,
+    label smoothing or focal gamma, augmentation strength. A field given with --set is not
+    searched. Writes best_plan.yaml for `medlens train --plan` (needs pip install
+    "medlens[tune]").
+
+    Example: medlens tune breastmnist --trials 30 --epochs 10
+    """
+    from medlens.api import tune
+    from medlens.progress import RichReporter
+    from medlens.tune import require_optuna
+
+    require_optuna().logging.set_verbosity(30)  # warnings only: each trial gets our own line
+    fields = _source_fields(
+        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+    )
+    try:
+        result = tune(
+            dataset,
+            trials=trials,
+            timeout=timeout,
+            storage=storage,
+            study_name=study_name,
+            output=output,
+            data_dir=data_dir,
+            size=size,
+            overrides=_overrides(set_),
+            download=download,
+            source_fields=fields,
+            pruner=pruner,
+            reporter=RichReporter(console),
+            epochs=epochs,
+            seed=seed,
+            device=device,
+        )
+    except KeyboardInterrupt:
+        err_console.print(
+            "[yellow]interrupted[/yellow]: finished trials are kept in the study; run the same "
+            "command to go on"
+        )
+        raise typer.Exit(130) from None
+    _print_tuning(result)
+
+
+def _print_tuning(result: Any) -> None:
+    from medlens.config import dump_plan
+
+    params = sorted({k for t in result.trials for k in t if k.startswith("param_")})
+    table = Table(
+        "trial",
+        "state",
+        "val AUC",
+        "s",
+        *(p.removeprefix("param_") for p in params),
+        title=f"study {result.study_name} ({result.storage})",
+        caption="val AUC: best epoch; of a pruned trial (@epoch), the last before it stopped",
+    )
+    for t in result.trials:
+        table.add_row(
+            str(t["number"]),
+            t["state"] + (f" @{t['pruned_at_epoch']}" if t.get("pruned_at_epoch") else ""),
+            _fmt(t["val_auc"]),
+            "-" if t["duration_s"] is None else f"{t['duration_s']:.0f}",
+            *(_param_text(t.get(p)) for p in params),
+        )
+    _wide_console().print(table)
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in result.states.items())
+    console.print(
+        f"{len(result.trials)} trials ({counts}); best: trial {result.best_number}, "
+        f"val AUC {result.best_value:.4f}"
+    )
+    # soft_wrap: a YAML line folded at the console's width would no longer be YAML
+    console.print(dump_plan(result.best_plan), highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"best plan written to {result.best_plan_file}; trials in "
+        f"{result.folder / 'trials.csv'}\ntrain it with: medlens train --plan "
+        f"{result.best_plan_file}",
+        soft_wrap=True,
+    )
+
+
+def _param_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 @app.command("models")
 def models_cmd(
     timm_pattern: Annotated[
@@ -849,13 +1196,26 @@ def models_cmd(
         ),
     ] = None,
 ) -> None:
-    """List medlens' own models; any timm model name works too (filter them with --timm)."""
-    from medlens.models.registry import list_models, list_timm_models
+    """List medlens' own models and the literature's architectures with their parameter
+    counts; any timm model name works too (filter them with --timm)."""
+    from medlens.models.registry import LITERATURE, list_models, list_timm_models, parameter_count
 
-    table = Table("name", "dims", "description", title="medlens models")
+    def millions(name: str, dims: int) -> str:
+        return f"{parameter_count(name, dims) / 1e6:.1f} M"
+
+    table = Table("name", "dims", "parameters", "description", title="medlens models")
     for spec in list_models():
-        table.add_row(spec["name"], f"{spec['spatial_dims']}D", spec["description"])
+        dims = spec["spatial_dims"]
+        table.add_row(spec["name"], f"{dims}D", millions(spec["name"], dims), spec["description"])
     console.print(table)
+    table = Table("name", "dims", "parameters", "architecture", title="from the literature (timm)")
+    for name, title in LITERATURE.items():
+        table.add_row(name, "2D", millions(name, 2), title)
+    console.print(table)
+    console.print(
+        "2.5D for volumes: any 2D model with --set model.slices=3 (3 neighbouring slices as "
+        "channels: RGB-pretrained weights fit). Grey inputs adapt an RGB-pretrained stem."
+    )
     if timm_pattern:
         names = list_timm_models(timm_pattern)
         console.print(f"{len(names)} timm models match {timm_pattern!r}:")
@@ -867,12 +1227,178 @@ def models_cmd(
         )
 
 
+# ------------------------------------------------------------------------------ distill / prune
+OutputRun = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", "-o", help="New run directory (default under runs/).", show_default=False
+    ),
+]
+
+
+@app.command("distill")
+def distill_cmd(
+    teacher: Annotated[Path, typer.Argument(help="Run directory of the trained teacher.")],
+    student: Annotated[
+        str | None,
+        typer.Option(
+            "--student",
+            help="Student model: any timm name or medlens model [default: mobilenetv3_small_100].",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", min=1, help="Training epochs (default: the teacher's)."),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            "--alpha",
+            min=0.0,
+            max=1.0,
+            help="Weight of the distillation term; 1 - alpha weights the task loss [default: 0.5].",
+            show_default=False,
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature",
+            min=1e-6,
+            help="Softening temperature T of both models' outputs [default: 4].",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputRun = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the student run in --output.")
+    ] = False,
+) -> None:
+    """Knowledge distillation: train a small student on the teacher run's data, splits and
+    preprocessing with its soft targets; compare the two in RUN/compression.json.
+
+    Example: medlens distill runs/teacher --student mobilenetv3_small_100 --epochs 20
+    """
+    from medlens.compress.distill import distill_run
+    from medlens.progress import RichReporter
+
+    result = distill_run(
+        teacher,
+        student=student,
+        epochs=epochs,
+        alpha=alpha,
+        temperature=temperature,
+        output=output,
+        device=device,
+        data_dir=data_dir,
+        overrides=_overrides(set_),
+        resume=resume,
+        reporter=RichReporter(console),
+    )
+    c = result.compression
+    _print_compression(c, ("teacher", c["teacher"]), ("student", c["student"]))
+    console.print(f"run directory: {result.run_dir}")
+
+
+@app.command("prune")
+def prune_cmd(
+    run: RunArg,
+    amount: Annotated[
+        float, typer.Option("--amount", help="Fraction of each layer's channels to remove.")
+    ] = 0.3,
+    finetune_epochs: Annotated[
+        int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs after pruning.")
+    ] = 3,
+    importance: Annotated[
+        str, typer.Option("--importance", help="Filter norm that ranks channels: l1 or l2.")
+    ] = "l2",
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            min=1e-12,
+            help="Fine-tuning learning rate (default: a tenth of the run's).",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputRun = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    set_: SetOpt = None,
+) -> None:
+    """Structured pruning: remove whole conv channels by filter norm, fine-tune, and compare
+    with the original in RUN/compression.json (needs pip install "medlens[compress]")."""
+    from medlens.compress.prune import prune_run
+    from medlens.progress import RichReporter
+
+    result = prune_run(
+        run,
+        amount=amount,
+        finetune_epochs=finetune_epochs,
+        importance=importance,
+        lr=lr,
+        output=output,
+        device=device,
+        data_dir=data_dir,
+        overrides=_overrides(set_),
+        reporter=RichReporter(console),
+    )
+    c = result.compression
+    before = {**c["pruned"], "test": c["pruned"]["test_before_finetune"], "cpu": None}
+    _print_compression(
+        c,
+        ("original", c["original"]),
+        ("pruned, not fine-tuned", before),
+        ("pruned", c["pruned"]),
+    )
+    console.print(f"run directory: {result.run_dir}")
+
+
+def _print_compression(record: dict[str, Any], *rows: tuple[str, dict[str, Any]]) -> None:
+    """Parameters, MACs, test AUC/ACC and CPU speed of the models, then the AUC change."""
+    table = Table(
+        "model",
+        "params",
+        "MACs",
+        "test AUC",
+        "test ACC",
+        "ms b1",
+        "img/s b64",
+        title=f"{record['kind']} on {record['dataset']}",
+        caption="CPU fp32: ms per image at batch 1, images/s at batch 64",
+    )
+    for label, m in rows:
+        cpu = m.get("cpu") or {}
+        table.add_row(
+            f"{m['model']}\n[dim]{label}[/dim]",
+            f"{m['parameters'] / 1e6:.2f} M",
+            f"{m['macs'] / 1e6:.1f} M",
+            _fmt(m["test"]["auc"]),
+            _fmt(m["test"]["acc"]),
+            f"{cpu['1']['latency_ms']:.1f}" if "1" in cpu else "-",
+            f"{cpu['64']['images_per_s']:.0f}" if "64" in cpu else "-",
+        )
+    console.print(table)
+    cmp = record["comparison"]
+    speed = cmp.get("cpu_speedup", {}).get("64")
+    console.print(
+        f"test AUC difference {cmp['test_auc_difference']:+.4f} (compressed - original); "
+        f"{cmp['parameter_ratio']:.3f}x the parameters"
+        + (f", {speed:.2f}x the CPU images/s" if speed else "")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; print user errors on one line and exit 2."""
     try:
         app(args=argv, standalone_mode=False)
     except MedlensError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # escaped: hints such as pip install "medlens[serve]" are text, not rich markup
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

@@ -54,8 +54,38 @@ class ModelConfig(_Section):
     """The network: any timm name, or medlens' own (see ``medlens models``)."""
 
     name: str
-    pretrained: bool = False
+    pretrained: bool = Field(False, description="ImageNet weights from the model hub (online)")
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    weights: str | None = Field(
+        None,
+        description="pretrained weights from a local file (safetensors or a timm/PyTorch "
+        "checkpoint) for this architecture: the offline stand-in for pretrained",
+    )
+    init: str | None = Field(
+        None,
+        description="start from an earlier medlens run (its folder or best.safetensors): "
+        "multistage fine-tuning; a classifier for other classes starts afresh",
+    )
+    img_size: int | None = Field(
+        None, ge=8, description="input size for fixed-size models (ViTs); default: the data's"
+    )
+    slices: int | None = Field(
+        None, ge=1, description="2.5D: run this 2D model over stacks of N neighbouring slices"
+    )
+    freeze: Literal["none", "backbone", "gradual"] = Field(
+        "none",
+        description="backbone: train the classifier only; gradual: unfreeze one layer group "
+        "more, from the top, every unfreeze_every epochs",
+    )
+    unfreeze_every: int = Field(1, ge=1, description="epochs per unfrozen group (gradual)")
+
+    @model_validator(mode="after")
+    def _one_start(self) -> ModelConfig:
+        if self.weights and self.pretrained:
+            raise ValueError(
+                "pretrained (from the hub) and weights (a local file) exclude each other: set one"
+            )
+        return self
 
 
 class AugmentConfig(_Section):
@@ -93,6 +123,13 @@ class OptimConfig(_Section):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
+    layer_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="layer-wise lr decay: each layer group down from the head gets this "
+        "factor of the lr above it (e.g. 0.75)",
+    )
 
 
 class ScheduleConfig(_Section):
@@ -134,6 +171,37 @@ class EvaluateConfig(_Section):
     )
 
 
+class DistillConfig(_Section):
+    """Knowledge distillation (``medlens distill``): a trained teacher run's soft targets join
+    the loss, ``alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * the plan's loss``."""
+
+    teacher: str = Field(description="run directory of the trained teacher (same data and plan)")
+    alpha: float = Field(
+        0.5, ge=0.0, le=1.0, description="weight of the distillation term (0: plain training)"
+    )
+    temperature: float = Field(
+        4.0, gt=0.0, le=100.0, description="softens both models' outputs (Hinton et al.)"
+    )
+
+
+class PruneConfig(_Section):
+    """A structurally pruned model (``medlens prune``): the plan's model with whole channels
+    removed. ``shapes`` rebuilds it: every layer whose channels differ from the unpruned model,
+    as ``[out, in]`` (conv, linear) or ``[features]`` (norm layers)."""
+
+    source: str = Field(description="run directory of the model that was pruned")
+    amount: float = Field(gt=0.0, lt=1.0, description="fraction of channels removed per layer")
+    importance: Literal["l1", "l2"] = Field("l2", description="filter norm ranking the channels")
+    shapes: dict[str, list[int]] = Field(description="layer name -> channel counts after pruning")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> PruneConfig:
+        for name, dims in self.shapes.items():
+            if len(dims) not in (1, 2) or min(dims) < 1:
+                raise ValueError(f"shapes.{name} must be [out, in] or [features], all >= 1")
+        return self
+
+
 class Plan(_Section):
     """The whole recipe; written as plan.yaml and read back with ``--plan``."""
 
@@ -146,6 +214,8 @@ class Plan(_Section):
     schedule: ScheduleConfig
     train: TrainConfig
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    distill: DistillConfig | None = Field(None, description="train as a distilled student")
+    prune: PruneConfig | None = Field(None, description="the model's pruned channel structure")
     notes: list[str] = Field(default_factory=list, description="why the planner chose this")
 
     @model_validator(mode="after")
@@ -193,9 +263,29 @@ def load_plan(path: str | Path) -> Plan:
     return validate_plan(data, where=str(path))
 
 
+class _FlowList(list):
+    """A list written on one line (pruned channel counts)."""
+
+
+class _PlanDumper(yaml.SafeDumper):
+    pass
+
+
+_PlanDumper.add_representer(
+    _FlowList, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
+)
+
+
 def dump_plan(plan: Plan) -> str:
-    """The plan as YAML, in the order of its sections."""
-    return yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False, width=100)
+    """The plan as YAML, in the order of its sections; unset optional sections are left out."""
+    data = plan.model_dump(mode="json")
+    for key in ("distill", "prune"):
+        if data.get(key) is None:
+            data.pop(key, None)
+    if "prune" in data:
+        shapes = data["prune"]["shapes"]
+        data["prune"]["shapes"] = {k: _FlowList(v) for k, v in shapes.items()}
+    return yaml.dump(data, Dumper=_PlanDumper, sort_keys=False, width=100)
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:

@@ -70,19 +70,27 @@ class DeviceArrays:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         augment: AugmentConfig | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (normalised float images, labels) batches on the device.
 
         Shuffling and augmentation draw from ``generator`` (a CPU generator), so the same seed
-        gives the same batches on any device.
+        gives the same batches on any device. ``shard=(rank, world)``: this rank's share of
+        the permutation (every ``world``-th case from ``rank``; the same permutation on every
+        rank, cut to a multiple of ``world`` so that all ranks take the same number of steps).
         """
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = (
+            torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        )
+        rank, world = shard or (0, 1)
+        if world > 1:
+            order = order[: len(order) - len(order) % world][rank::world]
+        n = len(order)
         if drop_last and n > batch_size:
             order = order[: n - n % batch_size]
         aug_gen = None
         if augment is not None:
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator)) + rank
             aug_gen = torch.Generator(device=self.device).manual_seed(seed)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

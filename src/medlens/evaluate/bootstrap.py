@@ -145,6 +145,8 @@ def resample_weights(
     n: int, n_boot: int, rng: np.random.Generator, groups: np.ndarray | None = None
 ) -> np.ndarray:
     """(n_boot, n) draw counts: cases drawn with replacement, or whole groups when given."""
+    if n_boot == 0:
+        return np.zeros((0, n))
     if groups is None:
         idx = rng.integers(0, n, size=(n_boot, n))
         return np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)

@@ -11,6 +11,7 @@ timm and MONAI are imported inside functions only: both are slow to import, and 
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 import os
 import socket
@@ -23,7 +24,15 @@ from urllib.parse import urlsplit
 from torch import nn
 
 from medlens.errors import ModelError
-from medlens.models import resnet3d, resnet_medmnist, small_cnn
+from medlens.models import (
+    densenet3d,
+    hybrid,
+    mobilenet_medmnist,
+    resnet3d,
+    resnet_medmnist,
+    small_cnn,
+)
+from medlens.models import slices as slices_module
 
 Builder = Callable[..., nn.Module]
 """``builder(*, in_chans, num_classes, pretrained, drop_rate) -> nn.Module``."""
@@ -64,6 +73,12 @@ register_model(
     "ResNet-50 with a 3x3 stride-1 stem and no max-pool for 28 px images (MedMNIST)",
 )
 register_model(
+    "mobilenetv3_small_medmnist",
+    partial(mobilenet_medmnist.build, "mobilenetv3_small_medmnist"),
+    2,
+    "MobileNetV3-Small with a stride-1 stem and first block for 28 px images (8x downsampling)",
+)
+register_model(
     "small_cnn",
     small_cnn.small_cnn,
     2,
@@ -87,6 +102,35 @@ register_model(
     3,
     "MONAI 3D ResNet-50 with a 3^3 stride-1 stem and no max-pool for small volumes",
 )
+register_model(
+    "densenet121_3d",
+    densenet3d.build,
+    3,
+    "MONAI 3D DenseNet-121 (growth 32, blocks 6-12-24-16) for volumes",
+)
+register_model(
+    "cnn_transformer",
+    hybrid.build,
+    2,
+    "medlens hybrid: ResNet-18 stages 1-3 as tokens for a 4-layer transformer encoder",
+)
+
+#: The architectures of the literature, by the names medlens (timm, MONAI) knows them.
+LITERATURE: dict[str, str] = {
+    "vgg16": "VGG-16",
+    "resnet18": "ResNet-18",
+    "resnet50": "ResNet-50",
+    "densenet121": "DenseNet-121",
+    "efficientnet_b0": "EfficientNet-B0",
+    "efficientnet_b3": "EfficientNet-B3",
+    "mobilenetv3_large_100": "MobileNetV3-Large",
+    "mobilenetv3_small_100": "MobileNetV3-Small",
+    "convnext_tiny": "ConvNeXt-T",
+    "vit_small_patch16_224": "ViT-S/16",
+    "vit_base_patch16_224": "ViT-B/16",
+    "vit_small_r26_s32_224": "ResNet-26 + ViT-S hybrid (timm)",
+    "vit_base_r50_s16_224": "ResNet-50 + ViT-B hybrid (timm)",
+}
 
 
 def list_models(spatial_dims: int | None = None) -> list[dict]:
@@ -134,15 +178,62 @@ def create_model(
     spatial_dims: int = 2,
     pretrained: bool = False,
     drop_rate: float = 0.0,
+    img_size: int | None = None,
+    slices: int | None = None,
 ) -> nn.Module:
     """Build a model by name for ``in_chans``-channel, ``spatial_dims``-D data.
 
     medlens' own models (see :func:`list_models`) are looked up first, then timm's
-    (``timm.is_model``; 2D only). Raises ModelError for an unknown name, a model that cannot
-    take this data (2D model, 3D data or the reverse), or pretrained weights that cannot be
-    downloaded.
+    (``timm.is_model``; 2D only). ``img_size`` reaches the models that are built for one input
+    size (ViTs and other ``fixed_input_size`` timm models, the medlens hybrid). ``slices``
+    builds the 2D model in 2.5D mode for volumes (see :mod:`medlens.models.slices`). Raises
+    ModelError for an unknown name, a model that cannot take this data (2D model, 3D data or
+    the reverse), or pretrained weights that cannot be downloaded.
     """
     _check_args(in_chans, num_classes, spatial_dims, drop_rate)
+    if slices is not None:
+        if spatial_dims != 3:
+            raise ModelError(
+                f"model.slices ({slices}) is 2.5D mode, for volumes; this data is 2D",
+                hint="leave model.slices unset for 2D images",
+            )
+        if model_spatial_dims(name) != 2:
+            raise ModelError(
+                f"2.5D mode runs a 2D model over slice stacks; {name} is 3D",
+                hint="name a 2D model (e.g. resnet18), or leave model.slices unset",
+            )
+        return slices_module.build(
+            name,
+            slices=slices,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            pretrained=pretrained,
+            drop_rate=drop_rate,
+            make_2d=partial(_create, img_size=img_size, spatial_dims=2),
+        )
+    return _create(
+        name,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        pretrained=pretrained,
+        drop_rate=drop_rate,
+        img_size=img_size,
+    )
+
+
+def _create(
+    name: str,
+    *,
+    in_chans: int,
+    num_classes: int,
+    spatial_dims: int,
+    pretrained: bool,
+    drop_rate: float,
+    img_size: int | None,
+) -> nn.Module:
+    """:func:`create_model` without the 2.5D wrapper or argument checks (``num_classes=0``
+    gives a timm backbone's pooled features)."""
     kwargs = {
         "in_chans": in_chans,
         "num_classes": num_classes,
@@ -153,6 +244,8 @@ def create_model(
     if spec is not None:
         if spec.spatial_dims != spatial_dims:
             raise _wrong_dims(spec.name, spec.spatial_dims, spatial_dims)
+        if img_size is not None and "img_size" in inspect.signature(spec.builder).parameters:
+            kwargs["img_size"] = img_size
         with _pretrained_download(spec.name, pretrained):
             return spec.builder(**kwargs)
 
@@ -169,8 +262,54 @@ def create_model(
             hint="set pretrained to false, or pick a model listed by "
             "`timm.list_models(pretrained=True)`",
         )
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    if img_size is not None and cfg is not None and getattr(cfg, "fixed_input_size", False):
+        kwargs["img_size"] = img_size  # ViTs: position embeddings for this size
     with _pretrained_download(timm_name, pretrained):
-        return timm.create_model(timm_name, **kwargs)
+        model = timm.create_model(timm_name, **kwargs)
+    _check_patches(timm_name, model, img_size)
+    return model
+
+
+def _check_patches(name: str, model: nn.Module, img_size: int | None) -> None:
+    """Refuse a patch size that does not tile the image: timm would silently drop the rest."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if img_size is None or patch is None or getattr(model.patch_embed, "proj", None) is None:
+        return
+    p = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    reduction = getattr(model.patch_embed, "feature_info", None)
+    if reduction is not None:  # hybrid: the CNN backbone reduces first
+        return
+    if img_size % p or img_size < 2 * p:
+        raise ModelError(
+            f"{name} cuts images into {p} px patches, but the images are {img_size} px: "
+            + (
+                "the last " + str(img_size % p) + " px of each row and column would be ignored"
+                if img_size % p
+                else "that leaves a single patch"
+            ),
+            hint="use images of a multiple of the patch size (e.g. --size 64 or 224, or "
+            "--set model.img_size=...), a model with smaller patches, or cnn_transformer",
+        )
+
+
+def parameter_count(name: str, spatial_dims: int | None = None) -> int:
+    """Parameters of ``name`` for one grey channel and two classes, built on the meta device
+    (no memory, no time: VGG-16's 134 M parameters count in milliseconds)."""
+    import torch
+
+    dims = spatial_dims or model_spatial_dims(name)
+    with torch.device("meta"):
+        model = _create(
+            name,
+            in_chans=1,
+            num_classes=2,
+            spatial_dims=dims,
+            pretrained=False,
+            drop_rate=0.0,
+            img_size=None,
+        )
+    return count_parameters(model)
 
 
 # --- name resolution and error messages ---------------------------------------------------
@@ -206,12 +345,27 @@ def _wrong_dims(name: str, model_dims: int, data_dims: int, source: str = "medle
     )
 
 
-def _unknown_model(name: str) -> ModelError:
-    """ModelError for an unknown name, suggesting close medlens and timm names."""
+def close_names(name: str, n: int = 5) -> list[str]:
+    """The ``n`` model names most like ``name``; medlens' own and the literature's first on a
+    tie (``efficientnet_bo`` -> ``efficientnet_b0`` before ``efficientnet_b8``)."""
     import timm
 
-    candidates = list(_MODELS) + list(timm.list_models())
-    close = difflib.get_close_matches(_own_key(name), candidates, n=5, cutoff=0.6)
+    key = _own_key(name)
+    preferred = [*_MODELS, *LITERATURE]
+    candidates = list(dict.fromkeys([*preferred, *timm.list_models()]))
+    matcher = difflib.SequenceMatcher(b=key)
+    scored = []
+    for rank, candidate in enumerate(candidates):
+        matcher.set_seq1(candidate)
+        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+            bonus = 0.02 if rank < len(preferred) else 0.0
+            scored.append((matcher.ratio() + bonus, -rank, candidate))
+    return [c for score, _, c in sorted(scored, reverse=True)[:n] if score >= 0.6]
+
+
+def _unknown_model(name: str) -> ModelError:
+    """ModelError for an unknown name, suggesting close medlens and timm names."""
+    close = close_names(name)
     suggestion = f"did you mean {', '.join(close)}? " if close else ""
     return ModelError(
         f"unknown model {name!r}: neither a medlens model nor a timm model",
@@ -314,5 +468,6 @@ def _pretrained_download(name: str, pretrained: bool) -> Iterator[None]:
         raise ModelError(
             f"the pretrained weights for {name} could not be {what}{may_be} "
             f"({type(exc).__name__}: {reason})",
-            hint="train from scratch (pretrained: false) or pass a local weights file",
+            hint="train from scratch (--set model.pretrained=false), or give a local weights "
+            "file: --set model.pretrained=false model.weights=PATH (.safetensors or .pth)",
         ) from exc

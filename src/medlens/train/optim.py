@@ -13,6 +13,17 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
     """AdamW, Adam or SGD (Nesterov); no weight decay on biases and norm layers (timm's rule)."""
     kwargs = {"momentum": cfg.momentum, "nesterov": True} if cfg.name == "sgd" else {}
     opt = "sgd" if cfg.name == "sgd" else cfg.name
+    if cfg.layer_decay is not None:  # groups carry their own weight decay and lr_scale
+        from medlens.train.finetune import optimizer_groups
+
+        groups = optimizer_groups(model, cfg.weight_decay, cfg.layer_decay)
+        optimizer = create_optimizer_v2(groups, opt=opt, lr=cfg.lr, foreach=False, **kwargs)
+        for group in optimizer.param_groups:
+            # timm's schedulers start from initial_lr and apply lr_scale at every step; a
+            # constant schedule (no scheduler) keeps the scaled lr set here
+            group["initial_lr"] = cfg.lr
+            group["lr"] = cfg.lr * group["lr_scale"]
+        return optimizer
     return create_optimizer_v2(
         model, opt=opt, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False, **kwargs
     )
@@ -42,4 +53,5 @@ def build_scheduler(
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
+    """The largest lr of the optimizer's groups (the head's, under layer-wise decay)."""
+    return float(max(group["lr"] for group in optimizer.param_groups))

@@ -1,0 +1,179 @@
+"""The runs of a comparison: one ordinary run directory per (model, seed).
+
+Every run shares one loaded dataset (so one set of splits and preprocessing) and one plan, in
+which only ``model.name`` and ``train.seed`` differ. A finished run (metrics.json and
+predictions.csv written) is read back, never retrained; an interrupted one is resumed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medlens.config import Plan, apply_overrides, load_plan, save_plan
+from medlens.data.dataset import ArrayDataset
+from medlens.data.fingerprint import Fingerprint
+from medlens.errors import CheckpointError, ConfigError
+from medlens.progress import Reporter
+from medlens.rundir import RunDir, environment, write_json
+
+# plan fields that may differ between runs of one comparison, or between two invocations
+_FREE_FIELDS = {"model.name", "train.seed", "data.data_dir"}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One (model, seed) of the comparison and its plan."""
+
+    model: str
+    seed: int
+    plan: Plan
+    run: RunDir
+
+
+def run_name(model: str, seed: int) -> str:
+    """Directory name of a run: the model name made path-safe, then the seed."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}-seed{seed}"
+
+
+def members(base: Plan, models: list[str], seeds: list[int], runs_dir: Path) -> list[Member]:
+    """Every (model, seed) with its plan: the base plan with model.name and train.seed set."""
+    return [
+        Member(
+            model,
+            seed,
+            apply_overrides(base, {"model.name": model, "train.seed": seed}),
+            RunDir(runs_dir / run_name(model, seed)),
+        )
+        for model in models
+        for seed in seeds
+    ]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def plan_differences(a: Plan, b: Plan, ignore: set[str] = _FREE_FIELDS) -> list[str]:
+    """``field: a -> b`` for every plan field (but ``ignore``) whose value differs."""
+    fa, fb = _flat(a.model_dump(mode="json")), _flat(b.model_dump(mode="json"))
+    return [
+        f"{key}: {fa.get(key)!r} -> {fb.get(key)!r}"
+        for key in sorted(set(fa) | set(fb))
+        if key not in ignore and key != "notes" and fa.get(key) != fb.get(key)
+    ]
+
+
+def is_finished(run: RunDir) -> bool:
+    """Trained and evaluated: best weights, metrics.json and predictions.csv."""
+    return run.best.is_file() and run.metrics.is_file() and run.predictions.is_file()
+
+
+def check_same_plan(member: Member) -> None:
+    """An existing run must hold this member's plan, or it belongs to another comparison."""
+    if not member.run.plan.is_file():
+        return
+    found = load_plan(member.run.plan)
+    wrong = plan_differences(found, member.plan, ignore={"data.data_dir"})
+    if wrong:
+        raise ConfigError(
+            f"{member.run.root} was trained with another plan ({'; '.join(wrong[:4])})",
+            hint="rerun with the options it was started with, or choose another --output",
+        )
+
+
+def train_member(member: Member, fp: Fingerprint, ds: ArrayDataset, reporter: Reporter) -> str:
+    """Train and evaluate one run unless it is finished; ``"done"``, ``"resumed"`` or
+    ``"trained"``."""
+    from medlens.api import evaluate_run
+    from medlens.train.device import resolve_device
+    from medlens.train.loop import fit
+
+    run, plan = member.run, member.plan
+    check_same_plan(member)
+    if is_finished(run):
+        return "done"
+    resume = run.last.is_file()
+    if not resume:
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_plan(plan, run.plan)
+        write_json(run.fingerprint, fp.model_dump(mode="json"))
+        write_json(run.env, environment(plan.train.seed, str(resolve_device(plan.train.device))))
+    fit(plan, ds, run, resume=resume, reporter=reporter)
+    evaluate_run(run, ds=ds)
+    return "resumed" if resume else "trained"
+
+
+@dataclass
+class MemberResult:
+    """What a finished run contributes: its test metrics, training time, test probabilities."""
+
+    model: str
+    seed: int
+    run_dir: Path
+    test: dict[str, Any]
+    train_seconds: float
+    epochs: int
+    test_probs: np.ndarray
+
+
+def train_seconds(run: RunDir) -> tuple[float, int]:
+    """Seconds spent in training steps over all epochs (curves.csv), and the epochs run."""
+    with run.curves.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return float(sum(float(r["seconds"]) for r in rows)), len(rows)
+
+
+def test_probabilities(run: RunDir, plan: Plan, ds: ArrayDataset) -> np.ndarray:
+    """The run's (uncalibrated) test probabilities from predictions.csv, checked to describe
+    the same test cases, in the same order, as ``ds``."""
+    names = plan.data.label_names
+    columns = [f"p_{n}" for n in names]
+    with run.predictions.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    test = ds.splits["test"]
+    order = [int(r["index"]) for r in rows]
+    if order != list(range(len(test))):
+        raise CheckpointError(
+            f"{run.predictions} has {len(rows)} test rows but the test split has {len(test)}",
+            hint=f"re-evaluate the run (medlens evaluate {run.root}) or delete it to retrain",
+        )
+    if plan.data.task != "multi-label":
+        truth = [names[int(i)] for i in np.asarray(test.labels).ravel()]
+        if [r["label"] for r in rows] != truth:
+            raise CheckpointError(
+                f"{run.predictions} was written for other test cases than this data's",
+                hint="delete that run so that it is trained on this data",
+            )
+    n = json.loads(run.metrics.read_text())["test"]["n"]
+    if n != len(test):
+        raise CheckpointError(f"{run.metrics} counts {n} test cases, the data has {len(test)}")
+    return np.array([[float(r[c]) for c in columns] for r in rows], dtype=np.float64)
+
+
+def read_member(member: Member, ds: ArrayDataset) -> MemberResult:
+    """A finished run's test metrics (metrics.json), training time and test probabilities."""
+    run = member.run
+    metrics = json.loads(run.metrics.read_text())
+    seconds, epochs = train_seconds(run)
+    return MemberResult(
+        model=member.model,
+        seed=member.seed,
+        run_dir=run.root,
+        test=metrics["test"],
+        train_seconds=seconds,
+        epochs=epochs,
+        test_probs=test_probabilities(run, member.plan, ds),
+    )
