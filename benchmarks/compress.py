@@ -57,7 +57,7 @@ def build_runs(args) -> tuple[dict[str, Path], dict[str, float]]:
             ),
             timings,
         )
-    student = keep / f"student-{args.student}"
+    student = keep / f"student-{args.student}-a{args.alpha:g}-t{args.temperature:g}"
     if not (student / "compression.json").is_file():
         _timed(
             "distill student",

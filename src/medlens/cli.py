@@ -1243,7 +1243,8 @@ def distill_cmd(
         str | None,
         typer.Option(
             "--student",
-            help="Student model: any timm name or medlens model [default: mobilenetv3_small_100].",
+            help="Student model: any timm name or medlens model [default: "
+            "mobilenetv3_small_100; for 28 px images mobilenetv3_small_medmnist].",
             show_default=False,
         ),
     ] = None,
@@ -1279,9 +1280,9 @@ def distill_cmd(
     ] = False,
 ) -> None:
     """Knowledge distillation: train a small student on the teacher run's data, splits and
-    preprocessing with its soft targets; compare the two in RUN/compression.json.
+    preprocessing with its soft targets; compare the two in the student run's compression.json.
 
-    Example: medlens distill runs/teacher --student mobilenetv3_small_100 --epochs 20
+    Example: medlens distill runs/teacher --student mobilenetv3_small_medmnist --epochs 20
     """
     from medlens.compress.distill import distill_run
     from medlens.progress import RichReporter
@@ -1331,7 +1332,7 @@ def prune_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Structured pruning: remove whole conv channels by filter norm, fine-tune, and compare
-    with the original in RUN/compression.json (needs pip install "medlens[compress]")."""
+    with the original in the new run's compression.json (pip install "medlens[compress]")."""
     from medlens.compress.prune import prune_run
     from medlens.progress import RichReporter
 
