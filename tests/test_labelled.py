@@ -318,3 +318,17 @@ def test_cli_folder_with_skip_bad_and_resume_from_plan(capsys, tmp_path):
     assert code == 0 and '"auc"' in capsys.readouterr()[0]
     code = main(["train", str(folder), "--size", "16", "-o", str(tmp_path / "run2")])
     assert code == 2 and "--skip-bad" in capsys.readouterr()[1]
+
+
+def test_reloading_a_plan_keeps_its_splits_whatever_the_training_seed(tmp_path):
+    """evaluate, --resume and --plan reload the data: the split must be the plan's (seed 0),
+    not one drawn with train.seed, or a seed-3 run would be evaluated on other test images."""
+    from medlens.api import _load_for_plan
+    from medlens.config import apply_overrides
+
+    path = _manifest(tmp_path)
+    fields = {"label_columns": ["finding"], "patient_column": "patient_id"}
+    recipe, _, ds = ml.plan(str(path), device="cpu", source_fields=fields)
+    reloaded = _load_for_plan(apply_overrides(recipe, {"train.seed": 3}), None, False)
+    for split in ("train", "val", "test"):
+        assert sorted(reloaded.splits[split].patients) == sorted(ds.splits[split].patients)

@@ -214,7 +214,9 @@ def _load_for_plan(
         size=d.size,
         download=download,
         on_progress=_progress(reporter),
-        options=source_options(d.model_dump(), d.preprocess, recipe.train.seed),
+        # splits are drawn with seed 0 as when the plan was made (``plan``), never with the
+        # training seed: runs of one plan with other seeds must share their test split
+        options=source_options(d.model_dump(), d.preprocess),
     )
 
 
