@@ -105,3 +105,12 @@ def test_bad_plan_files(tmp_path, breast_fp):
     bad.write_text(plan_text)
     with pytest.raises(ConfigError, match="train.epochs"):
         load_plan(bad)
+
+
+def test_an_unset_section_takes_several_set_keys(breast_run):
+    from medlens.config import apply_overrides, load_plan
+
+    plan = load_plan(breast_run / "plan.yaml")
+    assert plan.distill is None
+    both = apply_overrides(plan, {"distill.teacher": str(breast_run), "distill.alpha": "0.7"})
+    assert both.distill.teacher == str(breast_run) and both.distill.alpha == 0.7

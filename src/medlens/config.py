@@ -310,20 +310,24 @@ def _fields(data: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _set_dotted(data: dict, key: str, value: Any) -> None:
+def _set_dotted(data: dict, key: str, value: Any, created: list | None = None) -> None:
     """Set ``data["a"]["b"]["c"]`` for ``key="a.b.c"``; the field must exist in the plan.
 
-    An optional section that is unset (``data.preprocess: null``) is created on first use;
-    validation then says which of its fields are still required.
+    An optional section that is unset (``data.preprocess: null``) is created on first use and
+    takes any of its fields (``created`` remembers it across several keys); validation then
+    says which of its fields are unknown or still required.
     """
+    created = [] if created is None else created
     *parents, last = key.split(".")
     node: Any = data
     for part in parents:
         child = node.get(part) if isinstance(node, dict) else None
         if child is None and isinstance(node, dict) and part in node:
             child = node[part] = {}
+            created.append(child)
         node = child
-    if not isinstance(node, dict) or (last not in node and node != {}):
+    fresh = any(node is c for c in created)
+    if not isinstance(node, dict) or (last not in node and not fresh):
         close = difflib.get_close_matches(key, _fields(data), n=3)
         hint = f"did you mean {', '.join(close)}?" if close else "see plan.yaml for the fields"
         raise ConfigError(f"unknown plan field {key!r}", hint=hint)
@@ -336,6 +340,7 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
     String values are parsed as YAML scalars, so ``"5"`` becomes 5 and ``"[0.9, 1.1]"`` a list.
     """
     data = plan.model_dump(mode="json")
+    created: list = []  # optional sections made by these overrides
     for key, value in overrides.items():
         if value is None:
             continue
@@ -344,5 +349,5 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
                 value = yaml.safe_load(value) if value != "" else value
             except yaml.YAMLError as exc:
                 raise ConfigError(f"--set {key}={value!r}: cannot parse the value") from exc
-        _set_dotted(data, key, value)
+        _set_dotted(data, key, value, created)
     return validate_plan(data, where="plan with overrides")
