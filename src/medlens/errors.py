@@ -49,6 +49,10 @@ class ImageTooLargeError(DataError):
     """An image over the pixel limit: a decompression bomb or a very large image."""
 
 
+class UnsupportedImageError(DataError):
+    """Content that is no image kind medlens reads (sniffed from the bytes, not the name)."""
+
+
 class UploadError(DataError):
     """An upload the service refuses; ``status`` is the HTTP status to answer with."""
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.errors import DataError, ImageTooLargeError
+from medlens.errors import DataError, ImageTooLargeError, UnsupportedImageError
 
 _PIL_KINDS = {
     ".png": "png",
@@ -248,7 +248,7 @@ def read_image_bytes(
         raise DataError(f"{name} is empty", hint="send the image file's contents")
     kind = sniff_kind(data)
     if kind is None:
-        raise DataError(
+        raise UnsupportedImageError(
             f"{name} is not an image medlens reads (its content matches none of {UPLOAD_KINDS})",
             hint=f"send a {UPLOAD_KINDS} file",
         )

@@ -273,13 +273,11 @@ def _create(
 
 def _check_patches(name: str, model: nn.Module, img_size: int | None) -> None:
     """Refuse a patch size that does not tile the image: timm would silently drop the rest."""
+    # timm's ResNet-ViT hybrids embed the CNN's feature map with 1x1 "patches": always tiled
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-    if img_size is None or patch is None or getattr(model.patch_embed, "proj", None) is None:
+    if img_size is None or patch is None:
         return
     p = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
-    reduction = getattr(model.patch_embed, "feature_info", None)
-    if reduction is not None:  # hybrid: the CNN backbone reduces first
-        return
     if img_size % p or img_size < 2 * p:
         raise ModelError(
             f"{name} cuts images into {p} px patches, but the images are {img_size} px: "

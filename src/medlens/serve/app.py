@@ -120,9 +120,11 @@ def create_app(
         log.error("request to %s failed: %s", request.url.path, type(exc).__name__)
         return _error(500, f"the service failed on this request ({type(exc).__name__})")
 
+    html = page_html()  # read once, not per request
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> Any:
-        return HTMLResponse(page_html(), headers=_PAGE_HEADERS)
+        return HTMLResponse(html, headers=_PAGE_HEADERS)
 
     @app.get("/health", summary="Liveness: the model is loaded")
     async def health() -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medlens.errors import DataError, ImageTooLargeError, UploadError
+from medlens.errors import DataError, ImageTooLargeError, UnsupportedImageError, UploadError
 
 #: Pixels (voxels for a volume) an upload may decode to: 64 M, e.g. 8,000 x 8,000.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -83,16 +83,12 @@ class ServedModel:
         with the HTTP status to answer: 415 not an image, 413 too many pixels, 422 a volume
         for a 2D model (or the reverse), 400 a broken file."""
         from medlens.data.images import check_dims, model_input
-        from medlens.data.readers import UPLOAD_KINDS, read_image_bytes, sniff_kind
+        from medlens.data.readers import read_image_bytes
 
-        if sniff_kind(data) is None:
-            raise UploadError(
-                f"{UPLOAD_NAME} is not an image: its content matches none of {UPLOAD_KINDS}",
-                hint=f"send a {UPLOAD_KINDS} file",
-                status=415,
-            )
         try:
             img = read_image_bytes(data, UPLOAD_NAME, max_pixels=self.max_pixels)
+        except UnsupportedImageError as exc:
+            raise UploadError(exc.message, exc.hint, status=415) from None
         except ImageTooLargeError as exc:
             raise UploadError(exc.message, exc.hint, status=413) from None
         except DataError as exc:
