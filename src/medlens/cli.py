@@ -839,7 +839,6 @@ def serve_cmd(
     require_serve()
     from medlens.serve.app import serve
 
-    console.print(f"serving {run} on http://{host}:{port}  (docs: /docs; Ctrl+C stops)")
     serve(
         run,
         host=host,
@@ -848,6 +847,7 @@ def serve_cmd(
         max_upload_mb=max_upload_mb,
         onnx=onnx,
         access_log=access_log,
+        announce=console.print,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -167,11 +168,14 @@ def serve(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     onnx: bool | None = None,
     access_log: bool = True,
+    announce: Callable[[str], None] = print,
 ) -> None:
-    """Load the run and serve it with uvicorn until interrupted."""
+    """Load the run and serve it with uvicorn until interrupted; ``announce`` gets the
+    address once the run has loaded (a bad run fails before anything is announced)."""
     require_serve()
     import uvicorn
 
     app = create_app(run_dir, api_key=api_key, max_upload_mb=max_upload_mb, onnx=onnx)
+    announce(f"serving {run_dir} on http://{host}:{port}  (docs: /docs; Ctrl+C stops)")
     # the access log holds method, path, status and client address: never upload content
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
