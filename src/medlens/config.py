@@ -93,12 +93,33 @@ class AugmentConfig(_Section):
 
     hflip: bool = False
     vflip: bool = False
-    rot90: bool = Field(False, description="random multiples of 90 degrees (2D and 3D)")
-    rotate_deg: float = Field(0.0, ge=0.0, le=180.0, description="max in-plane rotation")
+    dflip: bool = Field(False, description="3D: random flips along the depth axis")
+    rot90: bool = Field(
+        False,
+        description="random multiples of 90 degrees in-plane; cubic volumes: any of the 24 "
+        "rotations of the cube",
+    )
+    rotate_deg: float = Field(
+        0.0, ge=0.0, le=180.0, description="max rotation (volumes: about each of the three axes)"
+    )
     scale: tuple[float, float] = Field((1.0, 1.0), description="random zoom range")
     translate: float = Field(0.0, ge=0.0, le=0.5, description="max shift, fraction of size")
+    crop_scale: tuple[float, float] | None = Field(
+        None,
+        description="random resized crop: range of the cropped area fraction, e.g. [0.75, 1.0]",
+    )
+    crop_ratio: tuple[float, float] = Field(
+        (3 / 4, 4 / 3), description="random resized crop: aspect ratio range (log-uniform)"
+    )
+    elastic: float = Field(
+        0.0, ge=0.0, le=0.25, description="max elastic displacement, fraction of the image side"
+    )
+    elastic_grid: int = Field(4, ge=2, le=32, description="elastic control points per side")
     brightness: float = Field(0.0, ge=0.0, le=1.0, description="max additive change (0-1 scale)")
     contrast: float = Field(0.0, ge=0.0, le=1.0, description="max relative contrast change")
+    gamma: float = Field(
+        0.0, ge=0.0, le=2.0, description="x**g with g log-uniform in [exp(-gamma), exp(gamma)]"
+    )
     p: float = Field(1.0, ge=0.0, le=1.0, description="probability that an image is augmented")
 
     @model_validator(mode="after")
@@ -106,6 +127,10 @@ class AugmentConfig(_Section):
         lo, hi = self.scale
         if not 0 < lo <= hi:
             raise ValueError("scale must be (lo, hi) with 0 < lo <= hi")
+        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError("crop_scale must be (lo, hi) with 0 < lo <= hi <= 1")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError("crop_ratio must be (lo, hi) with 0 < lo <= hi")
         return self
 
 
@@ -148,6 +173,28 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = Field(False, description="deterministic GPU kernels (slower)")
+    data_on_device: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="keep the uint8 images on the training device and index batches there "
+        "(auto: when they fit); never: stream batches from RAM or the memory-mapped cache "
+        "through loader workers",
+    )
+    workers: int | None = Field(
+        None, ge=0, description="loader processes when streaming (None: half the cores, 1 to 8)"
+    )
+    ema: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="keep an exponential moving average of the weights with this per-step "
+        "decay (e.g. 0.999, warmed up over the first steps); validation, checkpoints and the "
+        "final model use the average",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the training forward (the planner turns it on for long GPU "
+        "runs); checkpoints and evaluation use the plain model",
+    )
 
 
 class EvaluateConfig(_Section):

@@ -64,13 +64,15 @@ def tta_probabilities(
 
     Pass 0 is the un-augmented image; passes 1.. draw, per image, the geometric transforms
     the plan trains with (flips and 90-degree turns only where enabled, rotation, zoom and
-    shift within its ranges), through :func:`medlens.data.augment.augment_batch`. Brightness
-    and contrast jitter are left out: they are not label-preserving views of the same scan.
+    shift within its ranges), through :func:`medlens.data.augment.augment_batch`. Brightness,
+    contrast and gamma jitter are left out: they are not label-preserving views of the same scan.
     ``images`` are uint8, channel first, as stored in a split. Raises :class:`ConfigError`
     when ``n > 1`` and the plan allows no geometric transform.
     """
     _check_n(n, "test-time augmentation")
-    tta = plan.augment.model_copy(update={"brightness": 0.0, "contrast": 0.0, "p": 1.0})
+    tta = plan.augment.model_copy(
+        update={"brightness": 0.0, "contrast": 0.0, "gamma": 0.0, "p": 1.0}
+    )
     if n > 1 and not is_geometric(tta):
         raise ConfigError(
             "the plan's augmentation has no geometric transform to use at test time",
