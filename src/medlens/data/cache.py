@@ -2,7 +2,8 @@
 
 A cache folder ``<cache_dir>/<name>-<key>/`` holds ``images.npy`` (N, C, ...) uint8, memory-
 mappable), ``arrays.npz`` (labels, hashed patient ids, splits, manifest rows, original shapes
-and spacings) and ``info.json``. The key hashes every file's path, size and modification time,
+and spacings) and ``info.json``; each split is memory-mapped from ``rows-<hash>.npy`` beside
+them (:func:`rows_memmap`). The key hashes every file's path, size and modification time,
 the labels and the preprocessing settings, so the cache is rebuilt only when one of them
 changes.
 
@@ -243,6 +244,41 @@ def _assemble(
     }
     (folder / "info.json").write_text(json.dumps(info, indent=2))  # written last: marks it done
     return load_cache(folder)
+
+
+def rows_memmap(cached: CachedData, rows: np.ndarray) -> np.ndarray:
+    """The cached images at ``rows`` as a memory map, never read whole into RAM.
+
+    All rows in order are the cache itself; any other selection (a split) is copied once, in
+    slices, to ``rows-<hash of the rows>.npy`` in the cache folder and mapped from there.
+    Copy-on-write: the array is writable (as torch wants) but the file never changes.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if np.array_equal(rows, np.arange(len(cached.images))):
+        return np.load(cached.path / "images.npy", mmap_mode="c")
+    if len(rows) == 0:  # an empty file cannot be mapped
+        return np.zeros((0, *cached.images.shape[1:]), dtype=cached.images.dtype)
+    path = cached.path / f"rows-{_digest(rows.tobytes())[:16]}.npy"
+    if not path.is_file():
+        try:
+            _write_rows(cached.images, rows, path)
+        except OSError:  # a read-only cache: hold the split in RAM as before
+            return np.asarray(cached.images[rows])
+    return np.load(path, mmap_mode="c")
+
+
+def _write_rows(images: np.ndarray, rows: np.ndarray, path: Path) -> None:
+    """``images[rows]`` as a .npy file, copied in slices of about 64 MB."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(
+        tmp, mode="w+", dtype=images.dtype, shape=(len(rows), *images.shape[1:])
+    )
+    step = max(1, (64 << 20) // max(1, out[0].nbytes))
+    for start in range(0, len(rows), step):
+        out[start : start + step] = images[rows[start : start + step]]
+    out.flush()
+    del out
+    os.replace(tmp, path)  # atomic: several processes (ranks) may race to write it
 
 
 def load_cache(folder: Path) -> CachedData:

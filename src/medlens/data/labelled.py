@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlens.data.cache import build_cache
+from medlens.data.cache import build_cache, rows_memmap
 from medlens.data.dataset import SPLITS, ArrayDataset, Split
 from medlens.data.manifest import Manifest, check_split_classes, read_manifest, scan_folder
 from medlens.data.preprocess import PreprocessConfig
@@ -150,7 +150,7 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
     for split in SPLITS:
         mask = m.splits == split
         splits[split] = Split(
-            images=np.asarray(cached.images[mask]),
+            images=rows_memmap(cached, np.flatnonzero(mask)),  # memory-mapped, not in RAM
             labels=m.labels[mask],
             patients=None if patients is None else patients[mask],
             meta=m.metadata[mask].reset_index(drop=True)
