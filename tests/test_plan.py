@@ -9,6 +9,7 @@ from medlens.data.fingerprint import fingerprint
 from medlens.data.sources import load_dataset
 from medlens.errors import ConfigError
 from medlens.plan import make_plan
+from medlens.plan_scaling import DeviceFacts, fits_memory, scale_lr
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,19 @@ def test_orientation_free_modalities_get_flips(breast_fp):
     pathology = breast_fp.model_copy(update={"modality": "colon pathology"})
     aug = make_plan(pathology, device="cpu").augment
     assert aug.hflip and aug.vflip and aug.rot90
+
+
+def test_crops_from_64_px_and_gamma_and_elastic_opt_in(breast_fp):
+    assert breast_fp.image_shape == [28, 28]
+    plain = make_plan(breast_fp, device="cpu").augment
+    assert plain.gamma == 0 and plain.crop_scale is None and plain.elastic == 0
+    xray = breast_fp.model_copy(update={"modality": "chest x-ray"})
+    assert make_plan(xray, device="cpu").augment.gamma == 0  # measured to hurt: opt-in
+    big = xray.model_copy(update={"image_shape": [64, 64]})
+    aug = make_plan(big, device="cpu").augment
+    assert aug.crop_scale == (0.75, 1.0) and aug.gamma == 0 and aug.elastic == 0
+    opted = make_plan(big, device="cpu", overrides={"augment.gamma": 0.2}).augment
+    assert opted.gamma == 0.2 and opted.crop_scale == (0.75, 1.0)
 
 
 def test_3d_plan(volume_npz):
@@ -114,3 +128,100 @@ def test_an_unset_section_takes_several_set_keys(breast_run):
     assert plan.distill is None
     both = apply_overrides(plan, {"distill.teacher": str(breast_run), "distill.alpha": "0.7"})
     assert both.distill.teacher == str(breast_run) and both.distill.alpha == 0.7
+
+
+# --- device-aware batch size, lr and compile (fake device facts, no GPU needed) ---
+
+H100 = DeviceFacts(kind="cuda", name="NVIDIA H100 80GB HBM3", total_memory=85_045_870_592)
+SMALL_GPU = DeviceFacts(kind="cuda", name="small GPU", total_memory=4 * 2**30)
+CPU = DeviceFacts(kind="cpu", name="cpu")
+
+
+def _like(fp, n_train: int, shape: tuple[int, ...], chans: int = 1):
+    return fp.model_copy(
+        update={
+            "n_images": {**fp.n_images, "train": n_train},
+            "image_shape": list(shape),
+            "in_chans": chans,
+            "intensity": fp.intensity.model_copy(
+                update={"mean": fp.intensity.mean * chans, "std": fp.intensity.std * chans}
+            ),
+        }
+    )
+
+
+def test_h100_takes_large_batches_at_28px_with_sqrt_lr_and_compile(breast_fp):
+    path_like = _like(breast_fp, 89_996, (28, 28), chans=3)
+    plan = make_plan(path_like, device=H100)
+    assert plan.model.name == "resnet18_medmnist"
+    assert plan.train.batch_size == 1024
+    assert plan.optim.lr == pytest.approx(1e-3 * (1024 / 128) ** 0.5)
+    assert plan.train.compile and plan.schedule.warmup_epochs >= 1.0
+    assert plan.train.epochs == make_plan(path_like, device="cuda").train.epochs  # same epochs
+    notes = " ".join(plan.notes)
+    assert "H100" in notes and "sqrt(1024/128)" in notes and "compile on" in notes
+
+
+def test_h100_at_224px_takes_a_smaller_batch(breast_fp):
+    big = make_plan(_like(breast_fp, 89_996, (224, 224)), device=H100)
+    assert big.model.name == "resnet18" and big.train.batch_size == 512
+    assert big.optim.lr == pytest.approx(0.5e-3 * (512 / 64) ** 0.5)
+
+
+def test_small_datasets_keep_the_reference_batch_on_a_big_gpu(breast_fp):
+    plan = make_plan(breast_fp, device=H100)  # 546 images: 128 keeps 4 steps per epoch
+    assert plan.train.batch_size == 128 and plan.optim.lr == pytest.approx(1e-3)
+    assert not plan.train.compile  # 100 short epochs do not repay compiling
+    assert any("compile off" in note for note in plan.notes)
+
+
+def test_a_small_gpu_goes_below_the_reference_batch_when_memory_forces_it(breast_fp):
+    fp = _like(breast_fp, 89_996, (224, 224))
+    plan = make_plan(fp, device=SMALL_GPU)
+    assert plan.train.batch_size == 16  # reference 64 does not fit in 40% of 4 GiB
+    assert plan.optim.lr == pytest.approx(0.5e-3 * (16 / 64) ** 0.5)
+    assert fits_memory(16, "resnet18", 224 * 224, SMALL_GPU)
+    assert not fits_memory(32, "resnet18", 224 * 224, SMALL_GPU)
+
+
+def test_cpu_facts_give_the_unchanged_cpu_plan(breast_fp):
+    fp = _like(breast_fp, 89_996, (28, 28), chans=3)
+    for data in (breast_fp, fp):
+        with_facts, plain = make_plan(data, device=CPU), make_plan(data, device="cpu")
+        assert with_facts == plain
+        assert plain.train.batch_size == 128 and plain.optim.lr == pytest.approx(1e-3)
+        assert not plain.train.compile
+
+
+@pytest.mark.parametrize("facts", [H100, SMALL_GPU, DeviceFacts("cuda", "24 GiB", 24 * 2**30)])
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [("resnet18_medmnist", (28, 28)), ("resnet18", (64, 64)), ("resnet18", (224, 224))],
+)
+def test_the_chosen_batch_fits_the_memory_budget(breast_fp, facts, model, shape):
+    """Rule: 2 x batch x saved activations + 4 x weights <= 40% of the GPU's memory, and the
+    batch is the largest power of two that fits, unless a cap (1024, 20 steps) stops it."""
+    fp = _like(breast_fp, 200_000, shape)
+    plan = make_plan(fp, device=facts)
+    pixels = shape[0] * shape[1]
+    batch = plan.train.batch_size
+    assert plan.model.name == model
+    assert fits_memory(batch, model, pixels, facts)
+    assert batch == 1024 or not fits_memory(2 * batch, model, pixels, facts)
+
+
+def test_the_global_batch_is_split_over_ranks_for_the_memory_rule(breast_fp):
+    fp = _like(breast_fp, 200_000, (224, 224))
+    one = make_plan(fp, device=SMALL_GPU).train.batch_size
+    eight = DeviceFacts("cuda", "small GPU", SMALL_GPU.total_memory, count=8)
+    assert make_plan(fp, device=eight).train.batch_size == 8 * one
+
+
+def test_lr_scaling_rules():
+    assert scale_lr(0.1, 512, 128, "sgd") == pytest.approx(0.4)  # linear
+    assert scale_lr(1e-3, 512, 128, "adamw") == pytest.approx(2e-3)  # square root
+
+
+def test_compile_is_a_plan_field(breast_fp):
+    plan = apply_overrides(make_plan(breast_fp, device="cpu"), {"train.compile": "true"})
+    assert plan.train.compile

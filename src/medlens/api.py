@@ -28,7 +28,7 @@ from medlens.models.registry import model_spatial_dims
 from medlens.plan import make_plan
 from medlens.progress import Reporter, SilentReporter
 from medlens.rundir import RunDir, check_output, default_run_name, environment, write_json
-from medlens.train.device import resolve_device
+from medlens.train.device import device_facts, resolve_device
 from medlens.train.loop import EpochCallback, FitResult, fit
 
 _FLAG_FIELDS = {
@@ -126,13 +126,16 @@ def plan(
     fp = fingerprint(ds)
     overrides = dict(overrides or {})
     overrides.setdefault("train.device", device)
-    kind = resolve_device(str(overrides["train.device"])).type
+    from medlens.train.distributed import ranks
+
+    # the GPU's name and memory set the batch size and lr (the global batch, over all ranks)
+    facts = device_facts(resolve_device(str(overrides["train.device"])), ranks().world)
     is_medmnist = "medmnist_flag" in fp.metadata
 
     def recipe_for(fp: Fingerprint) -> Plan:
         return make_plan(
             fp,
-            device=kind,
+            device=facts,
             data_dir=data_dir,
             size=size if is_medmnist else None,
             overrides=overrides,
@@ -571,7 +574,8 @@ def predict(
 
 
 def distill(teacher_run: str | Path, **options: Any):
-    """Distil a trained run into a smaller student (default ``mobilenetv3_small_100``).
+    """Distil a trained run into a smaller student (default: ``mobilenetv3_small_medmnist``
+    below 64 px, else ``mobilenetv3_small_100``).
 
     The student run is an ordinary run plus ``compression.json`` (teacher against student);
     options: see :func:`medlens.compress.distill.distill_run`.

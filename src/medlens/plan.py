@@ -6,6 +6,7 @@ was made and override any of it (``--set section.field=value`` or by editing pla
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -22,6 +23,7 @@ from medlens.config import (
     validate_plan,
 )
 from medlens.data.fingerprint import Fingerprint
+from medlens.plan_scaling import DeviceFacts, choose_compile, choose_gpu_batch, scale_lr
 
 # Modalities whose images have no canonical orientation: flips and 90-degree turns are safe.
 ORIENTATION_FREE = (
@@ -65,6 +67,23 @@ def choose_epochs(n_train: int, batch_size: int, device: str) -> int:
 
 
 def choose_augment(fp: Fingerprint) -> tuple[AugmentConfig, str]:
+    """Geometry by modality and dimensionality, plus a random resized crop (75-100% of the
+    area) for 2D images of 64 px and more.
+
+    Gamma and elastic deformation stay opt-in (``--set augment.gamma=0.2``,
+    ``augment.elastic=0.05``): elastic fields can distort the very shapes that carry the label,
+    and gamma 0.2 on PneumoniaMNIST's chest X-rays cost 0.12 test ACC (0.949 -> 0.827, same
+    seed, test AUC 0.986 -> 0.979) in the run that tried it as a default.
+    """
+    augment, why = _geometric_augment(fp)
+    extra: dict[str, Any] = {}
+    if fp.spatial_dims == 2 and min(fp.image_shape) >= 64:
+        extra["crop_scale"] = (0.75, 1.0)
+        why += f"; random resized crops of 75-100% of the area at {min(fp.image_shape)} px"
+    return AugmentConfig.model_validate({**augment.model_dump(), **extra}), why
+
+
+def _geometric_augment(fp: Fingerprint) -> tuple[AugmentConfig, str]:
     modality = fp.modality.lower()
     if any(word in modality for word in ORIENTATION_FREE):
         return (
@@ -142,16 +161,48 @@ def choose_evaluate(fp: Fingerprint) -> tuple[EvaluateConfig, str]:
     return EvaluateConfig(conformal_method="aps"), "conformal sets by APS (adaptive to hardness)"
 
 
+def choose_scaling(
+    fp: Fingerprint, model: str, ref_batch: int, epochs: int, facts: DeviceFacts
+) -> tuple[int, float, bool, list[str]]:
+    """(batch, lr, compile, notes): the reference recipe (lr 1e-3 at batch 128, scaled
+    linearly to ``ref_batch``) as it is on the CPU, moved to the GPU at hand on CUDA."""
+    ref_lr = 1e-3 * ref_batch / 128
+    if facts.kind != "cuda":
+        return (
+            ref_batch,
+            ref_lr,
+            False,
+            [f"batch {ref_batch}, lr scaled linearly from 1e-3 at batch 128"],
+        )
+    n_train = fp.n_images["train"]
+    pixels = math.prod(fp.image_shape)
+    batch, batch_why = choose_gpu_batch(ref_batch, n_train, model, pixels, facts)
+    lr = scale_lr(ref_lr, batch, ref_batch, "adamw")
+    compile_on, compile_why = choose_compile(epochs, n_train, pixels, facts)
+    notes = [
+        f"batch {batch}: {batch_why}",
+        f"lr {lr:.2g}: {ref_lr:.2g} at the reference batch {ref_batch}, times "
+        f"sqrt({batch}/{ref_batch}) for AdamW (linear for SGD); warmup kept",
+        f"epochs chosen for batch {ref_batch}, so batch {batch} sees the same images in "
+        f"{ref_batch / batch:.2g}x the steps",
+        compile_why,
+    ]
+    return batch, lr, compile_on, notes
+
+
 def make_plan(
     fp: Fingerprint,
     *,
-    device: str = "cpu",
+    device: str | DeviceFacts = "cpu",
     data_dir: str | None = None,
     size: int | None = None,
     overrides: dict[str, Any] | None = None,
     source_fields: dict[str, Any] | None = None,
 ) -> Plan:
-    """The default recipe for ``fp`` on ``device`` ("cpu" or "cuda"), with overrides applied.
+    """The default recipe for ``fp`` on ``device``, with overrides applied.
+
+    ``device`` is "cpu", "cuda" (a GPU of unknown size: the reference batch) or the
+    :class:`DeviceFacts` of the GPU at hand, from which batch size, lr and compile follow.
 
     ``source_fields`` are how a folder or manifest was read (label_columns, patient_column,
     ...), kept in ``plan.data`` so that the plan alone reloads the same data.
@@ -160,9 +211,12 @@ def make_plan(
     >>> plan.model.name, plan.train.epochs  # doctest: +SKIP
     ('resnet18_medmnist', 100)
     """
+    facts = device if isinstance(device, DeviceFacts) else DeviceFacts(kind=device, name=device)
+    device = facts.kind
     model, model_why = choose_model(fp, device)
-    batch = choose_batch_size(fp)
-    epochs = choose_epochs(fp.n_images["train"], batch, device)
+    ref_batch = choose_batch_size(fp)
+    epochs = choose_epochs(fp.n_images["train"], ref_batch, device)
+    batch, lr, compile_on, scaling_notes = choose_scaling(fp, model, ref_batch, epochs, facts)
     augment, augment_why = choose_augment(fp)
     loss, loss_why = choose_loss(fp)
     evaluate, evaluate_why = choose_evaluate(fp)
@@ -184,18 +238,19 @@ def make_plan(
         model=ModelConfig(name=model),
         augment=augment,
         loss=loss,
-        optim=OptimConfig(name="adamw", lr=1e-3 * batch / 128, weight_decay=0.05),
+        optim=OptimConfig(name="adamw", lr=lr, weight_decay=0.05),
         schedule=ScheduleConfig(name="cosine", warmup_epochs=1.0 if epochs < 50 else 2.0),
         train=TrainConfig(
             epochs=epochs,
             batch_size=batch,
             early_stopping_patience=max(10, epochs // 3),
             device="auto",
+            compile=compile_on,
         ),
         evaluate=evaluate,
         notes=[
             f"model: {model_why}",
-            f"batch {batch}, lr scaled linearly from 1e-3 at batch 128",
+            *scaling_notes,
             f"{epochs} epochs: about {_TARGET_STEPS[device]} optimizer steps on {device}, "
             f"clipped to {_EPOCH_RANGE[device]}",
             f"augment: {augment_why}",

@@ -15,10 +15,13 @@ in order: the ``data_dir`` argument (``--data-dir``), the ``MEDLENS_DATA`` varia
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 
 from medlens.data.dataset import ArrayDataset
 from medlens.data.npz import load_npz_dataset
@@ -85,11 +88,32 @@ class MedMNISTSpec:
         return self.info["MD5" if size == 28 else f"MD5_{size}"]
 
 
+def import_medmnist(submodule: str) -> ModuleType:
+    """``medmnist.<submodule>`` from the installed package.
+
+    A script run from a folder that holds its own ``medmnist.py`` (``benchmarks/medmnist.py``)
+    has that folder first on ``sys.path``, so ``import medmnist`` finds the script instead of
+    the package; then the script's module is dropped and the import retried without it.
+    """
+    try:
+        return importlib.import_module(f"medmnist.{submodule}")
+    except ModuleNotFoundError:
+        shadow = sys.modules.get("medmnist")
+        if shadow is None or hasattr(shadow, "__path__"):  # not shadowed: truly missing
+            raise
+    del sys.modules["medmnist"]
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if not (Path(p or ".") / "medmnist.py").is_file()]
+    try:
+        return importlib.import_module(f"medmnist.{submodule}")
+    finally:
+        sys.path[:] = saved
+
+
 @lru_cache(maxsize=1)
 def _info() -> dict:
-    from medmnist.info import INFO  # the official metadata: urls, MD5s, labels, tasks
-
-    return INFO
+    """The official metadata: urls, MD5s, labels, tasks."""
+    return import_medmnist("info").INFO
 
 
 def dataset_names() -> list[str]:

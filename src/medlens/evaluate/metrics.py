@@ -278,7 +278,9 @@ def medmnist_acc(y_true: Any, y_score: Any, task: str, threshold: float = 0.5) -
     >>> medmnist_acc(np.array([0, 2]), np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]]), "ordinal")
     0.5
     """
-    from medmnist.evaluator import getACC
+    from medlens.data.medmnist import import_medmnist
+
+    getACC = import_medmnist("evaluator").getACC
 
     threshold = _check_threshold(threshold)
     y, s = _prepare(y_true, y_score, task)
@@ -296,7 +298,9 @@ def medmnist_auc(y_true: Any, y_score: Any, task: str) -> float:
     >>> medmnist_auc(np.array([0, 1, 1]), np.array([0.2, 0.9, 0.4]), "binary")
     1.0
     """
-    from medmnist.evaluator import getAUC
+    from medlens.data.medmnist import import_medmnist
+
+    getAUC = import_medmnist("evaluator").getAUC
 
     y, s = _prepare(y_true, y_score, task)
     _check_auc_defined(y, task, s.shape[1])

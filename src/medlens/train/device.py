@@ -7,6 +7,7 @@ import contextlib
 import torch
 
 from medlens.errors import ConfigError
+from medlens.plan_scaling import DeviceFacts
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -28,3 +29,14 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def device_facts(device: torch.device, count: int = 1) -> DeviceFacts:
+    """What the planner needs to know about ``device``: kind, name, memory per GPU.
+
+    ``count``: processes sharing the plan's global batch (torchrun's world size).
+    """
+    if device.type != "cuda":
+        return DeviceFacts(kind="cpu", name="cpu", count=count)
+    props = torch.cuda.get_device_properties(device)
+    return DeviceFacts(kind="cuda", name=props.name, total_memory=props.total_memory, count=count)
