@@ -224,6 +224,13 @@ def test_student_plan_needs_the_teachers_data(breast_run):
     teacher = load_plan(breast_run / "plan.yaml")
     student = student_plan(teacher, breast_run, student="small_cnn")
     check_same_data(student, teacher, "t")  # fine
+    assert teacher.train.ema is None and student.train.ema == 0.999  # the student is averaged
+    assert any("train.ema" in note for note in student.notes)
+    assert student_plan(teacher, breast_run, overrides={"train.ema": "null"}).train.ema is None
+    # 28 px: the MobileNetV3 with a MedMNIST stem, not timm's (which ends at 1x1 maps)
+    assert student_plan(teacher, breast_run).model.name == "mobilenetv3_small_medmnist"
+    at_224 = apply_overrides(teacher, {"data.size": 224})
+    assert student_plan(at_224, breast_run).model.name == "mobilenetv3_small_100"
     moved = apply_overrides(student, {"data.mean": "[0.1]"})
     with pytest.raises(ConfigError, match=r"data\.mean is \[0\.1\] but the teacher's"):
         check_same_data(moved, teacher, "t")

@@ -91,6 +91,39 @@ def test_resume_gives_the_same_final_weights(medmnist_dir, tmp_path):
     assert [r["epoch"] for r in resumed.fit.history] == [1, 2, 3, 4]
 
 
+def test_weight_average_is_validated_saved_and_resumed(medmnist_dir, tmp_path):
+    """train.ema: the average is what val scores and best.safetensors hold; resume restores it."""
+    ema = {"train.ema": 0.9}
+    full = _quick(medmnist_dir, tmp_path / "full", epochs=3, seed=3, overrides=ema)
+
+    def interrupt(epoch, record):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _quick(
+            medmnist_dir, tmp_path / "cut", epochs=3, seed=3, overrides=ema, callbacks=[interrupt]
+        )
+    ml.train(output=tmp_path / "cut", resume=True, data_dir=str(medmnist_dir))
+    last = load_file(tmp_path / "full" / "checkpoints" / "last.safetensors")
+    resumed = load_file(tmp_path / "cut" / "checkpoints" / "last.safetensors")
+    assert last.keys() == resumed.keys()
+    for key in last:
+        assert np.array_equal(last[key].numpy(), resumed[key].numpy()), key
+    model = {k[len("model.") :]: v for k, v in last.items() if k.startswith("model.")}
+    average = {k[len("ema.") :]: v for k, v in last.items() if k.startswith("ema.")}
+    assert model.keys() == average.keys()
+    moved = [k for k in model if not np.allclose(model[k].numpy(), average[k].numpy())]
+    assert len(moved) > len(model) // 2  # the average lags the weights it follows
+    best = load_file(tmp_path / "full" / "checkpoints" / "best.safetensors")
+    history = full.fit.history
+    if history[-1]["is_best"]:  # the last epoch's average is the best one: saved as is
+        for key in best:
+            assert np.array_equal(best[key].numpy(), average[key].numpy()), key
+    # the saved best weights score on val what the loop measured: the average was validated
+    assert full.metrics["val"]["auc"] == pytest.approx(full.fit.best_val_auc, abs=1e-6)
+
+
 def test_resume_refuses_plan_changes(medmnist_dir, tmp_path):
     _quick(medmnist_dir, tmp_path / "r", epochs=1)
     with pytest.raises(ConfigError, match="keeps its own plan"):

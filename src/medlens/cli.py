@@ -1244,7 +1244,7 @@ def distill_cmd(
         typer.Option(
             "--student",
             help="Student model: any timm name or medlens model [default: "
-            "mobilenetv3_small_100; for 28 px images mobilenetv3_small_medmnist].",
+            "mobilenetv3_small_100; below 64 px mobilenetv3_small_medmnist].",
             show_default=False,
         ),
     ] = None,

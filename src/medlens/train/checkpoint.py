@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from medlens.errors import CheckpointError
 
-_MODEL, _OPTIM = "model.", "optim."
+_MODEL, _OPTIM, _EMA = "model.", "optim.", "ema."
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -89,10 +89,17 @@ def load_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
 
 
 def save_training_state(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, info: dict[str, Any]
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    info: dict[str, Any],
+    ema: torch.nn.Module | None = None,
 ) -> None:
-    """Model, optimizer and loop counters: all that ``--resume`` needs."""
+    """Model, optimizer, the weights' moving average (``train.ema``) and loop counters: all
+    that ``--resume`` needs."""
     tensors = {_MODEL + k: v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({_EMA + k: v for k, v in ema.state_dict().items()})
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for pid, slots in opt["state"].items():
@@ -106,7 +113,10 @@ def save_training_state(
 
 
 def load_training_state(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Restore what :func:`save_training_state` wrote; returns the loop counters."""
     tensors, metadata = _read(path)
@@ -120,6 +130,14 @@ def load_training_state(
     _load_into(
         model, {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}, path
     )
+    if ema is not None:
+        averaged = {k[len(_EMA) :]: v for k, v in tensors.items() if k.startswith(_EMA)}
+        if not averaged:
+            raise CheckpointError(
+                f"{path} holds no moving average of the weights, but the plan sets train.ema",
+                hint="resume with the plan.yaml that wrote the checkpoint",
+            )
+        _load_into(ema, averaged, path)
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(_OPTIM):

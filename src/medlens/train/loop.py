@@ -36,6 +36,7 @@ from medlens.train.checkpoint import (
     save_training_state,
     save_weights,
 )
+from medlens.train.compiled import training_forward
 from medlens.train.device import autocast, resolve_device
 from medlens.train.finetune import Freezer, starting_weights
 from medlens.train.losses import build_loss
@@ -123,9 +124,17 @@ def build_model_for(plan: Plan, device: torch.device) -> torch.nn.Module:
 def device_arrays(
     plan: Plan, images: np.ndarray, labels: np.ndarray, device: torch.device
 ) -> DeviceArrays:
-    """Images and labels on ``device``, normalised and laid out as the plan says."""
+    """Images and labels on ``device`` (or streamed to it), normalised and laid out as the plan
+    says."""
     return DeviceArrays(
-        images, labels, device, plan.data.mean, plan.data.std, plan.train.channels_last
+        images,
+        labels,
+        device,
+        plan.data.mean,
+        plan.data.std,
+        plan.train.channels_last,
+        on_device=plan.train.data_on_device,
+        workers=plan.train.workers,
     )
 
 
@@ -168,6 +177,19 @@ def batch_loss_for(plan: Plan, loss_fn: torch.nn.Module, device: torch.device) -
     return DistillationLoss(
         teacher, loss_fn, plan.distill.alpha, plan.distill.temperature, plan.data.task
     )
+
+
+def weight_average(plan: Plan, model: torch.nn.Module):
+    """timm's ``ModelEmaV3`` of ``model`` when the plan sets ``train.ema``, else None.
+
+    The decay warms up as ``1 - (1 + step)^(-2/3)`` (capped at ``train.ema``), so short runs
+    on small datasets average over the last few epochs instead of keeping the random start.
+    """
+    if plan.train.ema is None:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=plan.train.ema, use_warmup=True)
 
 
 def _tensorboard(run: RunDir):
@@ -213,11 +235,17 @@ def fit(
             reporter.message(line)
             log.info(line)
     freezer = Freezer.for_plan(model, plan)
+    averager = weight_average(plan, model)
+    # what is validated and saved as best: the moving average when there is one
+    evaluated = averager.module if averager is not None else model
     net = distributed.wrap(model, r, device)  # DDP under torchrun; ``model`` is what is saved
+    forward = training_forward(net, cfg.compile)  # train.compile: compiled, checked once
     train_split, val_split = ds.splits["train"], ds.splits["val"]
     train = device_arrays(plan, train_split.images, train_split.labels, device)
     val_rows = distributed.shard_indices(len(val_split.labels), r)
-    val = device_arrays(plan, val_split.images[val_rows], val_split.labels[val_rows], device)
+    # one process takes every val image: pass the split as it is (a memmap stays one)
+    val_images = val_split.images[val_rows] if r.active else val_split.images
+    val = device_arrays(plan, val_images, val_split.labels[val_rows], device)
     loss_fn = build_loss(plan.loss, plan.data.task, ds.class_counts("train"), len(train)).to(device)
     batch_loss = batch_loss_for(plan, loss_fn, device)
     batch_size = cfg.batch_size // r.world  # the plan's batch is the global batch
@@ -236,7 +264,7 @@ def fit(
         "history": [],
     }
     if resume:
-        state = load_training_state(run.last, model, optimizer)
+        state = load_training_state(run.last, model, optimizer, ema=evaluated if averager else None)
         reporter.message(f"resuming after epoch {state['epoch'] + 1} from {run.last}")
         log.info("resume from %s after epoch %d", run.last, state["epoch"] + 1)
     if scheduler is not None:
@@ -271,11 +299,13 @@ def fit(
                 shard=(r.rank, r.world),
             ):
                 with autocast(device, cfg.amp):
-                    loss = batch_loss(net(x), y, x)
+                    loss = batch_loss(forward(x), y, x)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 state["step"] += 1
+                if averager is not None:
+                    averager.update(model, step=state["step"])
                 if scheduler is not None:
                     scheduler.step_update(state["step"])
                 loss_sum += loss.detach()
@@ -293,8 +323,10 @@ def fit(
                     "the last good checkpoint is kept",
                 )
             distributed.sync_batchnorm_stats(model, r)  # one model on every rank
+            if averager is not None:
+                distributed.sync_batchnorm_stats(evaluated, r)
             probs, labels, _ = predict_arrays(
-                model, val, plan.data.task, cfg.eval_batch_size, cfg.amp
+                evaluated, val, plan.data.task, cfg.eval_batch_size, cfg.amp
             )
             n_val = len(val_split.labels)
             probs = distributed.gather_in_order(probs, n_val, r)  # all val images, in order
@@ -318,7 +350,7 @@ def fit(
             if is_best and r.main:
                 save_weights(
                     run.best,
-                    model,
+                    evaluated,
                     {
                         "epoch": epoch + 1,
                         "val_auc": val_auc,
@@ -332,7 +364,9 @@ def fit(
             state["epoch"] = epoch
             state["history"] = history
             if r.main:
-                save_training_state(run.last, model, optimizer, state)
+                save_training_state(
+                    run.last, model, optimizer, state, ema=evaluated if averager else None
+                )
                 _write_curves(run, history)
             if writer is not None:
                 for key in ("train_loss", "val_nll", "val_auc", "val_acc", "lr", "images_per_s"):
