@@ -31,8 +31,9 @@ DEFAULT_STUDENT = "mobilenetv3_small_100"
 # variant keeps a stride-1 stem (4x4 at the end), as resnet*_medmnist do for ResNets.
 SMALL_IMAGE_STUDENT, SMALL_IMAGE_SIDE = "mobilenetv3_small_medmnist", 64
 # A student's val AUC on a small val split swings by several points from epoch to epoch, so a
-# best-epoch pick is mostly noise; the moving average of its weights removes most of the swing
-# (BreastMNIST: MobileNetV3 distilled from ResNet-50, test AUC 0.798 -> 0.854, docs/results.md).
+# best-epoch pick is mostly noise; validating the moving average of its weights smooths the
+# curve (BreastMNIST, 78 val images: after epoch 10, consecutive epochs differed by up to 0.094
+# without it and by at most 0.028 with it).
 STUDENT_EMA = 0.999
 _CPU = torch.device("cpu")
 
