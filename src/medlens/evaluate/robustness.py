@@ -43,13 +43,6 @@ def arrays_for(plan: Plan, images: np.ndarray, device: torch.device) -> DeviceAr
     return device_arrays(plan, images, np.zeros(len(images), dtype=np.int64), device)
 
 
-def _uint8_batches(data: DeviceArrays, batch_size: int) -> Iterator[torch.Tensor]:
-    """The stored uint8 images in order, ``batch_size`` at a time, on the data's device."""
-    for start in range(0, len(data), batch_size):
-        x = data.images[start : start + batch_size]
-        yield x if data.resident else x.pin_memory().to(data.device, non_blocking=True)
-
-
 @torch.inference_mode()
 def transformed_probabilities(
     model: torch.nn.Module,
@@ -66,7 +59,7 @@ def transformed_probabilities(
     caller's business (evaluation needs ``model.eval()``).
     """
     logits = []
-    for raw in _uint8_batches(data, batch_size):
+    for raw in data.uint8_batches(batch_size):
         x = raw.float().div_(255.0)
         if transform is not None:
             x = transform(x)

@@ -236,8 +236,8 @@ def fit(
             log.info(line)
     freezer = Freezer.for_plan(model, plan)
     averager = weight_average(plan, model)
-    # what is validated and saved as best: the moving average when there is one
-    evaluated = averager.module if averager is not None else model
+    average = averager.module if averager is not None else None
+    evaluated = model if average is None else average  # validated and saved as best
     net = distributed.wrap(model, r, device)  # DDP under torchrun; ``model`` is what is saved
     forward = training_forward(net, cfg.compile)  # train.compile: compiled, checked once
     train_split, val_split = ds.splits["train"], ds.splits["val"]
@@ -264,7 +264,7 @@ def fit(
         "history": [],
     }
     if resume:
-        state = load_training_state(run.last, model, optimizer, ema=evaluated if averager else None)
+        state = load_training_state(run.last, model, optimizer, ema=average)
         reporter.message(f"resuming after epoch {state['epoch'] + 1} from {run.last}")
         log.info("resume from %s after epoch %d", run.last, state["epoch"] + 1)
     if scheduler is not None:
@@ -323,8 +323,8 @@ def fit(
                     "the last good checkpoint is kept",
                 )
             distributed.sync_batchnorm_stats(model, r)  # one model on every rank
-            if averager is not None:
-                distributed.sync_batchnorm_stats(evaluated, r)
+            if average is not None:
+                distributed.sync_batchnorm_stats(average, r)
             probs, labels, _ = predict_arrays(
                 evaluated, val, plan.data.task, cfg.eval_batch_size, cfg.amp
             )
@@ -364,9 +364,7 @@ def fit(
             state["epoch"] = epoch
             state["history"] = history
             if r.main:
-                save_training_state(
-                    run.last, model, optimizer, state, ema=evaluated if averager else None
-                )
+                save_training_state(run.last, model, optimizer, state, ema=average)
                 _write_curves(run, history)
             if writer is not None:
                 for key in ("train_loss", "val_nll", "val_auc", "val_acc", "lr", "images_per_s"):
