@@ -96,11 +96,12 @@ def build_runs(args) -> tuple[dict[str, Path], dict[str, float]]:
 
 def measure(runs: dict[str, Path], args) -> dict[str, dict]:
     """Parameters, MACs, test scores and best-of-rounds CPU speed of each run's best model."""
+    from medlens.rundir import RunDir
+
     from medlens.api import _load_for_plan, _load_model
     from medlens.compress.measure import count_macs, cpu_speed, normalised, test_scores
     from medlens.config import load_plan
     from medlens.models.registry import count_parameters
-    from medlens.rundir import RunDir
 
     cpu = torch.device("cpu")
     models, rows = {}, {}

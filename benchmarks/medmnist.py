@@ -214,8 +214,8 @@ def report(
 def hardware_line(device: str) -> str:
     import torch
 
+    from medlens.device import resolve_device
     from medlens.export.speed import hardware
-    from medlens.train.device import resolve_device
 
     hw = hardware()
     dev = resolve_device(device)

@@ -34,9 +34,9 @@ from PIL import Image
 
 from medlens.config import AugmentConfig
 from medlens.data.loader import DeviceArrays
+from medlens.device import autocast
 from medlens.export.speed import hardware
 from medlens.models.registry import create_model
-from medlens.train.device import autocast
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
 AUGMENT = AugmentConfig(hflip=True, rotate_deg=10, scale=(0.9, 1.1), translate=0.05)

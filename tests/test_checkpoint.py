@@ -6,13 +6,9 @@ import pytest
 import torch
 
 from medlens.errors import CheckpointError
+from medlens.models.checkpoint import load_weights, save_weights
 from medlens.models.registry import create_model
-from medlens.train.checkpoint import (
-    load_training_state,
-    load_weights,
-    save_training_state,
-    save_weights,
-)
+from medlens.train.checkpoint import load_training_state, save_training_state
 
 
 def _model(classes=2):

@@ -35,9 +35,9 @@ def test_compiled_training_saves_plain_weights(tmp_path):
     assert result.plan.train.compile
     weights = load_file(run / "checkpoints" / "best.safetensors")
     assert not any("_orig_mod" in key for key in weights)
-    from medlens.train.loop import build_model_for
+    from medlens.models.build import build_model
 
-    plain = build_model_for(result.plan, torch.device("cpu"))
+    plain = build_model(result.plan, torch.device("cpu"))
     plain.load_state_dict(weights)  # strict: every key of the uncompiled model
 
 

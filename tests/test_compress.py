@@ -15,13 +15,13 @@ from safetensors.torch import load_file
 import medlens.api as ml
 from medlens.cli import main
 from medlens.compress.distill import student_plan
-from medlens.compress.losses import DistillationLoss, distillation_term
 from medlens.compress.prune import prune_model, require_torch_pruning
-from medlens.compress.structure import apply_shapes, changed_shapes
-from medlens.compress.teacher import check_same_data
 from medlens.config import apply_overrides, dump_plan, load_plan
 from medlens.errors import CheckpointError, ConfigError, ModelError
 from medlens.models.registry import count_parameters, create_model
+from medlens.models.structure import apply_shapes, changed_shapes
+from medlens.train.distillation import DistillationLoss, distillation_term
+from medlens.train.teacher import check_same_data
 
 FAST = {"evaluate.bootstrap": 50}  # confidence intervals are tested elsewhere
 # batch 32: 17 steps per BreastMNIST epoch (the CPU plan's batch 128 gives 4)

@@ -13,16 +13,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 import medlens.api as ml
+from medlens.analyse.faithfulness import faithfulness_scores
+from medlens.analyse.layers import choose_target_layer
+from medlens.analyse.overlay import overlay_image, save_side_by_side
+from medlens.analyse.saliency import default_method, saliency_maps
 from medlens.cli import main
 from medlens.errors import ConfigError, ModelError
-from medlens.explain import (
-    default_method,
-    faithfulness_scores,
-    overlay_image,
-    saliency_maps,
-    save_side_by_side,
-)
-from medlens.explain.layers import choose_target_layer
 from medlens.models.registry import create_model
 
 SIZE = 32
@@ -95,7 +91,7 @@ def _held_out_accuracy(rows, truth) -> float:
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_gradcam_peaks_on_the_blob_that_decides_the_class(blob_run, tmp_path, method):
-    from medlens.explain import explain
+    from medlens.api import explain
 
     rows = explain(
         blob_run["run"],
@@ -126,15 +122,15 @@ def test_gradcam_peaks_on_the_blob_that_decides_the_class(blob_run, tmp_path, me
 
 def test_gradcam_deletes_faster_and_inserts_faster_than_a_random_map(blob_run):
     """RISE deletion/insertion on the trained blob model, with the default target layer."""
-    from medlens.api import _load_model, _read_inputs, load_plan
-    from medlens.rundir import RunDir
-    from medlens.train.loop import device_arrays
+    from medlens.data.images import read_inputs
+    from medlens.data.loader import device_arrays
+    from medlens.run import Run
 
-    run = RunDir(blob_run["run"])
-    recipe = load_plan(run.plan)
+    run = Run.open(blob_run["run"])
+    recipe = run.plan
     files = [Path(p) for p, (k, _) in blob_run["truth"].items() if k != 2]
-    images = _read_inputs(files, recipe, run)
-    model, _ = _load_model(run, recipe, torch.device("cpu"))
+    images = read_inputs(files, recipe, run.input_shape())
+    model, _ = run.load_model(torch.device("cpu"))
     x = device_arrays(recipe, images, np.zeros(len(files)), torch.device("cpu")).prepare(
         torch.from_numpy(images)
     )

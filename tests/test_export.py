@@ -24,7 +24,7 @@ from medlens.errors import CheckpointError, ModelError
 from medlens.export import OnnxPredictor, export_run
 from medlens.export.metadata import read_metadata, write_metadata
 from medlens.export.parity import max_differences
-from medlens.rundir import RunDir
+from medlens.run import Run
 
 pytest.importorskip("onnxruntime")
 
@@ -66,8 +66,7 @@ def test_export_matches_pytorch_on_real_test_images(exported, breast_test):
     assert json.loads((export / "export.json").read_text())["parity"] == info["parity"]
     assert info["parity"]["max_abs_prob_diff"] < 1e-4 and info["parity"]["n_images"] == 78
     # independently: PyTorch and ONNX Runtime on the 156 real test images
-    recipe = load_plan(run / "plan.yaml")
-    model, _ = ml._load_model(RunDir(run), recipe, torch.device("cpu"))
+    model, _ = Run.open(run).load_model(torch.device("cpu"))
     data = _normalised(run, breast_test.images)
     from medlens.inference import predict_logits
 

@@ -9,7 +9,7 @@ from medlens.data.fingerprint import fingerprint
 from medlens.data.sources import load_dataset
 from medlens.errors import ConfigError
 from medlens.plan import make_plan
-from medlens.plan_scaling import DeviceFacts, fits_memory, scale_lr
+from medlens.plan.scaling import DeviceFacts, fits_memory, scale_lr
 
 
 @pytest.fixture(scope="module")

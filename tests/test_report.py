@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from medlens.api import analyse, report
 from medlens.cli import main
+from medlens.errors import CheckpointError
 from medlens.report.build import build_report
+from medlens.run import Run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = (
@@ -24,7 +27,7 @@ SECTIONS = (
 def reported(breast_run, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(breast_run, run)
-    build_report(run, gallery=4)
+    report(run, gallery=4)
     return run
 
 
@@ -84,7 +87,32 @@ def test_report_cli_and_errors(reported, tmp_path, capsys):
     code = main(["report", str(reported), "--no-robustness", "--gallery", "0", "-o", str(out)])
     assert code == 0 and out.is_file()
     assert (out.parent / "model_card.md").is_file()
-    assert 'id="robustness"' in out.read_text() and "Not computed" in out.read_text()
+    html = out.read_text()
+    assert (
+        'id="robustness"' in html and f"Not measured: run <code>medlens analyse {reported}" in html
+    )
+    assert "Not computed" in html  # the gallery, turned off
     code = main(["report", str(tmp_path / "nothing")])
     err = capsys.readouterr().err
     assert code == 2 and "not a medlens run" in err and "Traceback" not in err
+
+
+def test_analyses_are_kept_per_checkpoint_and_the_report_only_reads(reported, tmp_path):
+    """analyse measures once per checkpoint (its files name the checkpoint's SHA-256); the
+    renderer reads files only, and says which command writes a missing one."""
+    run = Run.open(reported)
+    digest = run.checkpoint_digest()
+    for name in ("robustness.json", "uncertainty.json", "gallery/gallery.json"):
+        assert json.loads((reported / name).read_text())["checkpoint_sha256"] == digest
+    assert analyse(reported, gallery=4) == []  # up to date: nothing measured again
+    assert analyse(reported, gallery=2, robustness=False, uncertainty=False) == ["gallery"]
+    gallery = json.loads((reported / "gallery" / "gallery.json").read_text())
+    assert gallery["per_group"] == 2 and all(len(g["cases"]) <= 2 for g in gallery["groups"])
+    copy = tmp_path / "copy"
+    shutil.copytree(reported, copy)
+    (copy / "robustness.json").unlink()
+    out = build_report(Run.open(copy))
+    assert f"Not measured: run <code>medlens analyse {copy}" in out.read_text()
+    (copy / "trust.json").unlink()
+    with pytest.raises(CheckpointError, match=r"trust.json is missing.*medlens evaluate"):
+        build_report(Run.open(copy))

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import medlens.api as ml
+from medlens.analyse.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from medlens.analyse.robustness import corruption_table
 from medlens.config import Plan, load_plan
 from medlens.data.sources import load_dataset
 from medlens.errors import ConfigError
-from medlens.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from medlens.evaluate.robustness import corruption_table
-from medlens.train.checkpoint import load_weights
-from medlens.train.loop import build_model_for
+from medlens.models.build import build_model
+from medlens.models.checkpoint import load_weights
 
 # the corruptions that draw random numbers; the others ignore the generator
 RANDOM = {"gaussian_noise", "bias_field"}
@@ -44,7 +44,7 @@ def trained_breast_run(root: Path, medmnist_dir: Path) -> Path:
 
 def load_run(run: Path) -> tuple[torch.nn.Module, Plan]:
     plan = load_plan(run / "plan.yaml")
-    model = build_model_for(plan, torch.device("cpu"))
+    model = build_model(plan, torch.device("cpu"))
     load_weights(run / "checkpoints" / "best.safetensors", model)
     return model.eval(), plan
 

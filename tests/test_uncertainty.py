@@ -9,11 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from medlens.config import AugmentConfig
-from medlens.data.sources import load_dataset
-from medlens.errors import ConfigError, ModelError
-from medlens.evaluate.metrics import medmnist_acc
-from medlens.evaluate.uncertainty import (
+from medlens.analyse.uncertainty import (
     dropout_modules,
     mc_dropout_probabilities,
     mutual_information,
@@ -21,9 +17,14 @@ from medlens.evaluate.uncertainty import (
     selective_curve,
     tta_probabilities,
 )
+from medlens.config import AugmentConfig
+from medlens.data.loader import device_arrays
+from medlens.data.sources import load_dataset
+from medlens.errors import ConfigError, ModelError
+from medlens.evaluate.metrics import medmnist_acc
 from medlens.inference import predict_arrays
+from medlens.models.build import build_model
 from medlens.models.resnet3d import DropoutLinear
-from medlens.train.loop import build_model_for, device_arrays
 from tests.test_robustness import load_run, trained_breast_run
 
 CPU = torch.device("cpu")
@@ -234,7 +235,7 @@ def test_mc_dropout_on_timm_and_functional_dropout_keeps_batchnorm_in_eval(train
     timm_plan = plan.model_copy(
         update={"model": plan.model.model_copy(update={"name": "resnet18_medmnist"})}
     )
-    resnet = build_model_for(timm_plan, CPU)  # timm applies dropout with F.dropout in its head
+    resnet = build_model(timm_plan, CPU)  # timm applies dropout with F.dropout in its head
     resnet.train()
     bn = _bn_state(resnet)
     assert dropout_modules(resnet) == [resnet]
@@ -252,7 +253,7 @@ def test_mc_dropout_on_timm_and_functional_dropout_keeps_batchnorm_in_eval(train
 def test_mc_dropout_without_dropout_says_how_to_get_it(trained, breast_test):
     _, plan = trained
     no_drop = plan.model_copy(update={"model": plan.model.model_copy(update={"drop_rate": 0.0})})
-    model = build_model_for(no_drop, CPU)
+    model = build_model(no_drop, CPU)
     assert dropout_modules(model) == []
     with pytest.raises(ModelError, match=r"has none.*model\.drop_rate=0\.2"):
         mc_dropout_probabilities(model, breast_test.images[:4], no_drop, CPU)

@@ -606,17 +606,55 @@ def report_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Write a self-contained HTML report and a markdown model card for a run."""
-    from medlens.report.build import build_report
+    from medlens.api import report
+    from medlens.progress import RichReporter
 
-    path = build_report(
+    path = report(
         run,
         output=output,
         robustness=robustness,
+        uncertainty=uncertainty,
         gallery=gallery,
         data_dir=data_dir,
         refresh=refresh,
+        reporter=RichReporter(err_console),
     )
     console.print(f"report: {path}\nmodel card: {path.parent / 'model_card.md'}")
+
+
+@app.command("analyse")
+def analyse_cmd(
+    run: RunArg,
+    robustness: Annotated[
+        bool, typer.Option(help="Test AUC under noise, blur, contrast, JPEG and bias field.")
+    ] = True,
+    uncertainty: Annotated[
+        bool, typer.Option(help="Test-time augmentation and MC dropout passes over test.")
+    ] = True,
+    gallery: Annotated[
+        int, typer.Option(min=0, help="Explained cases per group (right, wrong); 0 for none.")
+    ] = 6,
+    refresh: Annotated[bool, typer.Option(help="Measure again even when up to date.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Measure what needs the model (robustness.json, uncertainty.json, gallery/), once per
+    checkpoint; `medlens report` renders them.
+
+    Example: medlens analyse runs/breastmnist-small_cnn --gallery 4
+    """
+    from medlens.api import analyse
+    from medlens.progress import RichReporter
+
+    done = analyse(
+        run,
+        robustness=robustness,
+        uncertainty=uncertainty,
+        gallery=gallery,
+        refresh=refresh,
+        data_dir=data_dir,
+        reporter=RichReporter(err_console),
+    )
+    console.print(f"measured: {', '.join(done)}" if done else "up to date: nothing to measure")
 
 
 # -------------------------------------------------------------------------------------- predict
@@ -700,7 +738,7 @@ def export_cmd(
 ) -> None:
     """Export the best checkpoint to ONNX (and INT8), check it against PyTorch on val, and
     measure test AUC and CPU speed; writes model.onnx, model.int8.onnx and export.json."""
-    from medlens.export import export_run
+    from medlens.api import export as export_run
     from medlens.progress import RichReporter
 
     info = export_run(
@@ -779,7 +817,7 @@ def explain_cmd(
     ] = False,
 ) -> None:
     """Saliency maps (Grad-CAM, Grad-CAM++, attention rollout) for images with a trained run."""
-    from medlens.explain import explain
+    from medlens.api import explain
 
     out = output if output is not None else run / "explanations"
     rows = explain(run, images, out, method=method, target_layer=layer, faithfulness=faithfulness)

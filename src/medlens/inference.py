@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from medlens.data.loader import DeviceArrays
-from medlens.train.device import autocast
+from medlens.device import autocast
 
 
 def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:

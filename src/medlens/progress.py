@@ -14,6 +14,7 @@ class Reporter(Protocol):
     def epoch_end(self, record: dict[str, Any]) -> None: ...
     def message(self, text: str) -> None: ...
     def cache_progress(self, done: int, total: int) -> None: ...
+    def stop(self) -> None: ...
 
 
 class SilentReporter:
@@ -32,6 +33,9 @@ class SilentReporter:
         pass
 
     def cache_progress(self, done: int, total: int) -> None:
+        pass
+
+    def stop(self) -> None:
         pass
 
 
@@ -80,6 +84,13 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+    def stop(self) -> None:
+        """Stop a bar left running by an epoch that failed (a NaN loss): rich allows one live
+        display at a time, so the next epoch's bar could not start."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
     def cache_progress(self, done: int, total: int) -> None:
         """A bar while images are decoded into the cache."""

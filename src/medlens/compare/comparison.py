@@ -13,6 +13,8 @@ from medlens.compare.members import Member, MemberResult
 from medlens.config import Plan
 from medlens.errors import ConfigError, ModelError
 from medlens.progress import Reporter, SilentReporter
+from medlens.run import check_plan_fits, write_json
+from medlens.stages.planning import FLAG_FIELDS, flag_overrides, plan_dataset
 
 
 @dataclass
@@ -74,7 +76,6 @@ def _cost(
     """cost.json: measured once per model on this CPU and input shape, then reused."""
     from medlens.compare.cost import cpu_speed
     from medlens.export.speed import hardware
-    from medlens.rundir import write_json
 
     path = folder / "cost.json"
     hw = hardware()
@@ -149,7 +150,6 @@ def run_comparison(
     Every problem with the models (unknown names, a model that cannot take the data's image
     size) is raised before any training. Seeds are ``train.seed`` + 0, 1, ... of the plan.
     """
-    from medlens.api import check_plan_fits, plan
     from medlens.compare.cost import model_inputs
     from medlens.compare.leaderboard import add_paired, leaderboard_rows, markdown, write_csv
     from medlens.compare.members import (
@@ -164,7 +164,6 @@ def run_comparison(
     from medlens.config import load_plan, save_plan
     from medlens.export.speed import hardware
     from medlens.models.registry import model_spatial_dims
-    from medlens.rundir import write_json
 
     reporter = reporter or SilentReporter()
     names = parse_models(models)
@@ -172,7 +171,7 @@ def run_comparison(
         raise ConfigError(f"--seeds must be at least 1, got {seeds}", hint="e.g. --seeds 3")
     for name in names:
         model_spatial_dims(name)  # unknown names fail here, with close names suggested
-    recipe, fp, ds = plan(
+    recipe, fp, ds = plan_dataset(
         source,
         data_dir=data_dir,
         size=size,
@@ -238,3 +237,24 @@ def run_comparison(
         rows, folder / "leaderboard.png", f"{ds.name}: {len(seed_list)} seeds, test split"
     )
     return ComparisonResult(folder=folder, rows=rows, paired=paired, info=info, statuses=statuses)
+
+
+def compare(source: str, *, overrides: dict[str, Any] | None = None, **options: Any):
+    """Train models x seeds runs with one plan on the same data and splits, and write a
+    leaderboard (test metrics, parameters, GFLOPs, training time, CPU latency) with paired AUC
+    tests of the best model against each other one.
+
+    ``options``: those of :func:`run_comparison` (``models``, ``seeds``, ``output``,
+    ``data_dir``, ...) and the CLI flags epochs, batch_size, lr, seed (the first seed), device.
+    Runs already finished in ``output`` are kept, not retrained.
+
+    >>> r = compare("breastmnist", models="small_cnn,resnet18", seeds=3)  # doctest: +SKIP
+    >>> r.rows[0]["model"], r.rows[0]["auc_mean"], r.paired[0]["p_value"]  # doctest: +SKIP
+    """
+    flags = {k: options.pop(k) for k in list(options) if k in FLAG_FIELDS}
+    overrides = {**(overrides or {}), **flag_overrides(**flags)}
+    if "model.name" in overrides:
+        raise ConfigError("compare sets model.name itself", hint="name the models with --models")
+    if not isinstance(options.get("models", ""), str):
+        options["models"] = list(options["models"])
+    return run_comparison(source, overrides=overrides, **options)

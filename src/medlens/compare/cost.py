@@ -26,7 +26,7 @@ EDGE = 4  # pixels at the end of each axis that every model must respond to
 
 def model_inputs(plan: Plan, images: np.ndarray) -> torch.Tensor:
     """uint8 images as the model's float32 CPU inputs, normalised as the plan says."""
-    from medlens.train.loop import device_arrays
+    from medlens.data.loader import device_arrays
 
     data = device_arrays(plan, images, np.zeros(len(images), np.int64), torch.device("cpu"))
     return data.prepare(data.images)
@@ -34,12 +34,12 @@ def model_inputs(plan: Plan, images: np.ndarray) -> torch.Tensor:
 
 def cpu_model(plan: Plan) -> nn.Module:
     """The plan's model (random weights) on the CPU in eval mode."""
-    from medlens.train.loop import build_model_for
+    from medlens.models.build import build_model
 
     cpu_plan = plan.model_copy(
         update={"model": plan.model.model_copy(update={"pretrained": False})}
     )
-    return build_model_for(cpu_plan, torch.device("cpu")).eval()
+    return build_model(cpu_plan, torch.device("cpu")).eval()
 
 
 def gflops(model: nn.Module, example: torch.Tensor) -> float:

@@ -8,7 +8,6 @@ predictions.csv written) is read back, never retrained; an interrupted one is re
 from __future__ import annotations
 
 import csv
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from medlens.config import Plan, apply_overrides, load_plan, save_plan
+from medlens.config import Plan, apply_overrides, load_plan
 from medlens.data.dataset import ArrayDataset
 from medlens.data.fingerprint import Fingerprint
 from medlens.errors import CheckpointError, ConfigError
 from medlens.progress import Reporter
-from medlens.rundir import RunDir, environment, write_json
+from medlens.run import Run
+from medlens.stages.train import start_run, train_run
 
 # plan fields that may differ between runs of one comparison, or between two invocations
 _FREE_FIELDS = {"model.name", "train.seed", "data.data_dir"}
@@ -34,7 +34,7 @@ class Member:
     model: str
     seed: int
     plan: Plan
-    run: RunDir
+    run: Run
 
 
 def run_name(model: str, seed: int) -> str:
@@ -49,7 +49,7 @@ def members(base: Plan, models: list[str], seeds: list[int], runs_dir: Path) -> 
             model,
             seed,
             apply_overrides(base, {"model.name": model, "train.seed": seed}),
-            RunDir(runs_dir / run_name(model, seed)),
+            Run(runs_dir / run_name(model, seed)),
         )
         for model in models
         for seed in seeds
@@ -76,16 +76,16 @@ def plan_differences(a: Plan, b: Plan, ignore: set[str] = _FREE_FIELDS) -> list[
     ]
 
 
-def is_finished(run: RunDir) -> bool:
+def is_finished(run: Run) -> bool:
     """Trained and evaluated: best weights, metrics.json and predictions.csv."""
-    return run.best.is_file() and run.metrics.is_file() and run.predictions.is_file()
+    return run.best.is_file() and run.metrics_file.is_file() and run.predictions_file.is_file()
 
 
 def check_same_plan(member: Member) -> None:
     """An existing run must hold this member's plan, or it belongs to another comparison."""
-    if not member.run.plan.is_file():
+    if not member.run.plan_file.is_file():
         return
-    found = load_plan(member.run.plan)
+    found = load_plan(member.run.plan_file)
     wrong = plan_differences(found, member.plan, ignore={"data.data_dir"})
     if wrong:
         raise ConfigError(
@@ -97,22 +97,14 @@ def check_same_plan(member: Member) -> None:
 def train_member(member: Member, fp: Fingerprint, ds: ArrayDataset, reporter: Reporter) -> str:
     """Train and evaluate one run unless it is finished; ``"done"``, ``"resumed"`` or
     ``"trained"``."""
-    from medlens.api import evaluate_run
-    from medlens.train.device import resolve_device
-    from medlens.train.loop import fit
-
-    run, plan = member.run, member.plan
     check_same_plan(member)
-    if is_finished(run):
+    if is_finished(member.run):
         return "done"
-    resume = run.last.is_file()
-    if not resume:
-        run.root.mkdir(parents=True, exist_ok=True)
-        save_plan(plan, run.plan)
-        write_json(run.fingerprint, fp.model_dump(mode="json"))
-        write_json(run.env, environment(plan.train.seed, str(resolve_device(plan.train.device))))
-    fit(plan, ds, run, resume=resume, reporter=reporter)
-    evaluate_run(run, ds=ds)
+    resume = member.run.last.is_file()
+    fingerprint = fp.model_dump(mode="json")
+    run = member.run if resume else start_run(member.run.root, member.plan, fingerprint)
+    run.use_data(ds)
+    train_run(run, ds, resume=resume, reporter=reporter)
     return "resumed" if resume else "trained"
 
 
@@ -129,44 +121,43 @@ class MemberResult:
     test_probs: np.ndarray
 
 
-def train_seconds(run: RunDir) -> tuple[float, int]:
+def train_seconds(run: Run) -> tuple[float, int]:
     """Seconds spent in training steps over all epochs (curves.csv), and the epochs run."""
-    with run.curves.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = run.curves()
     return float(sum(float(r["seconds"]) for r in rows)), len(rows)
 
 
-def test_probabilities(run: RunDir, plan: Plan, ds: ArrayDataset) -> np.ndarray:
+def test_probabilities(run: Run, plan: Plan, ds: ArrayDataset) -> np.ndarray:
     """The run's (uncalibrated) test probabilities from predictions.csv, checked to describe
     the same test cases, in the same order, as ``ds``."""
     names = plan.data.label_names
     columns = [f"p_{n}" for n in names]
-    with run.predictions.open(newline="") as f:
+    with run.predictions_file.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
     test = ds.splits["test"]
     order = [int(r["index"]) for r in rows]
     if order != list(range(len(test))):
         raise CheckpointError(
-            f"{run.predictions} has {len(rows)} test rows but the test split has {len(test)}",
+            f"{run.predictions_file} has {len(rows)} test rows but the test split has {len(test)}",
             hint=f"re-evaluate the run (medlens evaluate {run.root}) or delete it to retrain",
         )
     if plan.data.task != "multi-label":
         truth = [names[int(i)] for i in np.asarray(test.labels).ravel()]
         if [r["label"] for r in rows] != truth:
             raise CheckpointError(
-                f"{run.predictions} was written for other test cases than this data's",
+                f"{run.predictions_file} was written for other test cases than this data's",
                 hint="delete that run so that it is trained on this data",
             )
-    n = json.loads(run.metrics.read_text())["test"]["n"]
+    n = run.metrics()["test"]["n"]
     if n != len(test):
-        raise CheckpointError(f"{run.metrics} counts {n} test cases, the data has {len(test)}")
+        raise CheckpointError(f"{run.metrics_file} counts {n} test cases, the data has {len(test)}")
     return np.array([[float(r[c]) for c in columns] for r in rows], dtype=np.float64)
 
 
 def read_member(member: Member, ds: ArrayDataset) -> MemberResult:
     """A finished run's test metrics (metrics.json), training time and test probabilities."""
     run = member.run
-    metrics = json.loads(run.metrics.read_text())
+    metrics = run.metrics()
     seconds, epochs = train_seconds(run)
     return MemberResult(
         model=member.model,

@@ -16,15 +16,22 @@ from typing import Any
 import torch
 
 from medlens.compress.measure import comparison, summarise
-from medlens.compress.runs import CompressionResult, compression_file, start_run, trained_run
-from medlens.compress.teacher import load_teacher
-from medlens.config import Plan, apply_overrides, load_plan, validate_plan
+from medlens.compress.runs import (
+    CompressionResult,
+    compression_file,
+    start_compressed_run,
+    trained_run,
+)
+from medlens.config import Plan, apply_overrides, validate_plan
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError
+from medlens.models.build import plan_image_size
 from medlens.models.registry import model_spatial_dims
 from medlens.progress import Reporter, SilentReporter
-from medlens.rundir import RunDir, check_output, default_run_name, write_json
+from medlens.run import Run, default_run_name, write_json
+from medlens.stages.train import train_run
 from medlens.train.loop import EpochCallback
+from medlens.train.teacher import load_teacher
 
 DEFAULT_STUDENT = "mobilenetv3_small_100"
 # timm's MobileNetV3 downsamples 32x: a 28 px image is 1 px in its last stages. The MedMNIST
@@ -44,8 +51,6 @@ def default_student(teacher: Plan) -> str:
     >>> default_student(plan_of_28_px_images)  # doctest: +SKIP
     'mobilenetv3_small_medmnist'
     """
-    from medlens.train.loop import plan_image_size
-
     side = plan_image_size(teacher)
     if side is not None and side < SMALL_IMAGE_SIDE and teacher.data.spatial_dims == 2:
         return SMALL_IMAGE_STUDENT
@@ -95,9 +100,9 @@ def student_plan(
     return apply_overrides(recipe, {**flags, **(overrides or {})})
 
 
-def _resumed_plan(run: RunDir, teacher_dir: Path, given: dict[str, Any]) -> Plan:
+def _resumed_plan(run: Run, teacher_dir: Path, given: dict[str, Any]) -> Plan:
     """The student run's own plan, checked to be a distillation from ``teacher_dir``."""
-    check_output(run, resume=True)
+    run.check_resumable()
     named = [k for k, v in given.items() if v]
     if named:
         raise ConfigError(
@@ -105,7 +110,7 @@ def _resumed_plan(run: RunDir, teacher_dir: Path, given: dict[str, Any]) -> Plan
             "with --resume",
             hint="drop those options, or start a new run with another --output",
         )
-    recipe = load_plan(run.plan)
+    recipe = run.plan
     if recipe.distill is None:
         raise ConfigError(
             f"{run.root} is not a distillation run (its plan has no distill section)",
@@ -143,15 +148,12 @@ def distill_run(
     CPU latency, and the student's AUC minus the teacher's. ``overrides`` are dotted plan
     fields (``{"train.batch_size": 64}``); ``latency_seconds=0`` skips the speed measurement.
     """
-    from medlens.api import _load_for_plan, _load_model, check_plan_fits, evaluate_run
-    from medlens.train.loop import fit
-
     reporter = reporter or SilentReporter()
     source = trained_run(teacher, "teacher")
     if resume:
         if output is None:
             raise ConfigError("--resume needs --output naming the student run to continue")
-        run = RunDir(Path(output))
+        run = Run.open(output, trained=False)
         given = {
             "--student": student,
             "--epochs": epochs,
@@ -163,7 +165,7 @@ def distill_run(
         recipe = _resumed_plan(run, source.root, given)
     else:
         recipe = student_plan(
-            load_plan(source.plan),
+            source.plan,
             source.root,
             student=student,
             alpha=alpha,
@@ -172,25 +174,22 @@ def distill_run(
             device=device,
             overrides=overrides,
         )
-    ds = _load_for_plan(recipe, data_dir, download, reporter)
-    check_plan_fits(recipe, ds)
+    ds = source.data(data_dir, download, reporter)
     teacher_model = load_teacher(recipe, _CPU)  # fails here, before anything is written
     if not resume:
         name = default_run_name(ds.name, f"{recipe.model.name}-distilled")
-        run = RunDir(Path(output) if output else Path("runs") / name)
-        check_output(run, resume=False)
-        start_run(run, recipe, source, ds)
+        run = start_compressed_run(Path(output) if output else Path("runs") / name, recipe, source)
         d = recipe.distill
         reporter.message(
             f"distill: {recipe.model.name} from teacher {source.root} "
             f"(alpha {d.alpha:g}, temperature {d.temperature:g}), {recipe.train.epochs} epochs"
         )
     reporter.message(f"run directory: {run.root}")
-    fit(recipe, ds, run, resume=resume, reporter=reporter, callbacks=callbacks)
-    metrics = evaluate_run(run, ds=ds)
-    student_model, _ = _load_model(run, recipe, _CPU)
+    run.use_data(ds)
+    _, metrics = train_run(run, ds, resume=resume, reporter=reporter, callbacks=callbacks)
+    student_model, _ = run.load_model(_CPU)
     record = distillation_record(
-        teacher_model, student_model, load_plan(source.plan), recipe, ds, latency_seconds
+        teacher_model, student_model, source.plan, recipe, ds, latency_seconds
     )
     record["teacher"]["run"] = str(source.root)
     record["student"]["run"] = str(run.root)

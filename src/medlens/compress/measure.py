@@ -50,7 +50,7 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
 
 def normalised(plan: Plan, images: np.ndarray) -> np.ndarray:
     """uint8 images as the model's float32 inputs (N, C, ...), normalised as the plan says."""
-    from medlens.train.loop import device_arrays
+    from medlens.data.loader import device_arrays
 
     data = device_arrays(plan, images, np.zeros(len(images), np.int64), torch.device("cpu"))
     return data.prepare(data.images).contiguous().numpy()
@@ -58,8 +58,8 @@ def normalised(plan: Plan, images: np.ndarray) -> np.ndarray:
 
 def test_scores(model: nn.Module, plan: Plan, ds: ArrayDataset) -> dict[str, float]:
     """MedMNIST AUC and ACC of ``model`` on the test split."""
+    from medlens.data.loader import device_arrays
     from medlens.inference import predict_logits
-    from medlens.train.loop import device_arrays
 
     device = next(model.parameters()).device
     test = ds.splits["test"]

@@ -26,12 +26,24 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from medlens.compress.measure import comparison, normalised, summarise, test_scores
-from medlens.compress.runs import CompressionResult, compression_file, start_run, trained_run
-from medlens.compress.structure import changed_shapes, tensor_shapes
-from medlens.config import Plan, PruneConfig, apply_overrides, load_plan
+from medlens.compress.runs import (
+    CompressionResult,
+    compression_file,
+    start_compressed_run,
+    trained_run,
+)
+from medlens.config import Plan, PruneConfig, apply_overrides
+from medlens.data.loader import device_arrays
 from medlens.errors import ConfigError, ModelError
+from medlens.inference import predict_arrays
+from medlens.models.build import build_model
+from medlens.models.checkpoint import save_weights
+from medlens.models.structure import changed_shapes, tensor_shapes
 from medlens.progress import Reporter, SilentReporter
-from medlens.rundir import RunDir, check_output, default_run_name, write_json
+from medlens.run import Run, default_run_name, write_json
+from medlens.stages.evaluate import evaluate_run
+from medlens.stages.train import train_run
+from medlens.train.loop import validation_scores
 
 INSTALL_HINT = 'pip install "medlens[compress]" (torch-pruning)'
 IMPORTANCE = ("l1", "l2")
@@ -118,7 +130,7 @@ def prune_model(
 
 def pruned_plan(
     plan: Plan,
-    source: RunDir,
+    source: Run,
     shapes: dict[str, list[int]],
     *,
     amount: float,
@@ -181,20 +193,16 @@ def prune_run(
     (also before fine-tuning) and CPU latency. Fine-tuning runs ``finetune_epochs`` at ``lr``
     (default a tenth of the plan's), cosine decay, no warm-up.
     """
-    from medlens.api import _load_for_plan, _load_model, check_plan_fits, evaluate_run
     from medlens.export.speed import hardware
-    from medlens.train.checkpoint import save_weights
-    from medlens.train.loop import build_model_for, fit, validation_scores
 
     reporter = reporter or SilentReporter()
     check_options(amount, finetune_epochs, importance)
     require_torch_pruning()
     source = trained_run(run_dir, "run")
-    plan = load_plan(source.plan)
-    ds = _load_for_plan(plan, data_dir, download, reporter)
-    check_plan_fits(plan, ds)
+    plan = source.plan
+    ds = source.data(data_dir, download, reporter)
 
-    model, _ = _load_model(source, plan, _CPU)
+    model, _ = source.load_model(_CPU)
     example = torch.from_numpy(normalised(plan, ds.splits["train"].images[:1]))
     pruned = prune_model(
         model,
@@ -206,7 +214,7 @@ def prune_run(
     )
     bare = plan.model.model_copy(update={"pretrained": False})
     unpruned = plan.model_copy(update={"prune": None, "model": bare})
-    shapes = changed_shapes(pruned, build_model_for(unpruned, _CPU))
+    shapes = changed_shapes(pruned, build_model(unpruned, _CPU))
     if not shapes:
         raise ModelError(
             f"pruning {amount:.0%} removed no channel of {plan.model.name}",
@@ -223,7 +231,7 @@ def prune_run(
         device=device,
         overrides=overrides,
     )
-    rebuilt = tensor_shapes(build_model_for(recipe, _CPU))
+    rebuilt = tensor_shapes(build_model(recipe, _CPU))
     if rebuilt != tensor_shapes(pruned):
         odd = [k for k, v in tensor_shapes(pruned).items() if rebuilt.get(k) != v]
         raise ModelError(
@@ -233,11 +241,12 @@ def prune_run(
         )
 
     name = default_run_name(ds.name, f"{plan.model.name}-pruned{round(amount * 100)}")
-    run = RunDir(Path(output) if output else Path("runs") / name)
-    check_output(run, resume=False)
+    path = Path(output) if output else Path("runs") / name
+    Run(path).check_new()
     original = summarise(model, plan, ds, run=str(source.root), latency_seconds=latency_seconds)
     before = test_scores(pruned, recipe, ds)
-    start_run(run, recipe, source, ds)
+    run = start_compressed_run(path, recipe, source)
+    run.use_data(ds)
     start = run.checkpoints / "pruned.safetensors"
     save_weights(start, pruned, {"model": plan.model.name, "pruned_from": str(source.root)})
     reporter.message(
@@ -247,14 +256,14 @@ def prune_run(
     )
     reporter.message(f"run directory: {run.root}")
     if finetune_epochs > 0:
-        fit(recipe, ds, run, reporter=reporter, init_weights=start)
+        train_run(run, ds, reporter=reporter, init_weights=start, evaluate=False)
     else:  # the pruned weights are the result: score them on val as fit would
         probs, labels, _ = _val_probs(pruned, recipe, ds.splits["val"])
         val_auc, val_acc = validation_scores(probs, labels, recipe.data.task)
         info = {"epoch": 0, "val_auc": val_auc, "val_acc": val_acc, "model": plan.model.name}
         save_weights(run.best, pruned, info)
     metrics = evaluate_run(run, ds=ds)
-    final, _ = _load_model(run, recipe, _CPU)
+    final, _ = run.load_model(_CPU)
     compressed = summarise(final, recipe, ds, run=str(run.root), latency_seconds=latency_seconds)
     compressed["test_before_finetune"] = before
     record = {
@@ -277,8 +286,5 @@ def prune_run(
 
 
 def _val_probs(model: nn.Module, plan: Plan, split) -> tuple:
-    from medlens.inference import predict_arrays
-    from medlens.train.loop import device_arrays
-
     data = device_arrays(plan, split.images, split.labels, _CPU)
     return predict_arrays(model, data, plan.data.task, plan.train.eval_batch_size, plan.train.amp)

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from medlens.config import AugmentConfig
+from medlens.config import AugmentConfig, Plan
 from medlens.data.augment import augment_batch
 from medlens.errors import ConfigError
 
@@ -261,3 +261,27 @@ class DeviceArrays:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+def device_arrays(
+    plan: Plan, images: np.ndarray, labels: np.ndarray, device: torch.device
+) -> DeviceArrays:
+    """Images and labels on ``device`` (or streamed to it), normalised and laid out as the plan
+    says."""
+    return DeviceArrays(
+        images,
+        labels,
+        device,
+        plan.data.mean,
+        plan.data.std,
+        plan.train.channels_last,
+        on_device=plan.train.data_on_device,
+        workers=plan.train.workers,
+    )
+
+
+def unlabelled_arrays(plan: Plan, images: np.ndarray, device: torch.device) -> DeviceArrays:
+    """New cases as the model's device arrays; their labels are placeholders (zeros)."""
+    multi = plan.data.task == "multi-label"
+    shape = (len(images),) + ((plan.data.n_classes,) if multi else ())
+    return device_arrays(plan, images, np.zeros(shape, dtype=np.int64), device)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medlens.analyse.uncertainty import selective_curve
 from medlens.config import Plan
 from medlens.errors import ConfigError
 from medlens.evaluate.bootstrap import bootstrap_metrics
@@ -19,7 +20,6 @@ from medlens.evaluate.calibration import calibration_summary, probabilities
 from medlens.evaluate.conformal import ConformalPredictor, coverage_report, random_split_coverage
 from medlens.evaluate.operating import operating_point
 from medlens.evaluate.subgroups import subgroup_columns, subgroup_metrics
-from medlens.evaluate.uncertainty import selective_curve
 
 
 def conformal_section(

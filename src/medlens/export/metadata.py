@@ -22,24 +22,13 @@ checkpoint_sha256   SHA-256 of the best.safetensors it was exported from
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from medlens import __version__
 from medlens.config import Plan
-
-
-def checkpoint_digest(path: Path) -> str | None:
-    """SHA-256 (hex) of a weights file, or None when it does not exist."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from medlens.export.packages import require_onnx
 
 
 def run_metadata(
@@ -89,8 +78,6 @@ def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
 
 def write_metadata(path: Path, meta: dict[str, Any]) -> None:
     """Store ``meta`` in the ONNX file's ``metadata_props`` (replacing medlens' keys)."""
-    from medlens.export.runtime import require_onnx
-
     onnx = require_onnx()
     model = onnx.load(str(path))
     keep = {p.key: p.value for p in model.metadata_props if p.key not in meta}
@@ -103,8 +90,6 @@ def write_metadata(path: Path, meta: dict[str, Any]) -> None:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded medlens metadata of an exported ONNX file."""
-    from medlens.export.runtime import require_onnx
-
     onnx = require_onnx()
     model = onnx.load(str(path), load_external_data=False)
     return decode_metadata({p.key: p.value for p in model.metadata_props})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import shutil
@@ -26,14 +25,15 @@ import numpy as np
 import torch
 
 from medlens import __version__
-from medlens.config import Plan, load_plan
+from medlens.config import Plan
 from medlens.data.loader import DeviceArrays
 from medlens.errors import CheckpointError, ConfigError
-from medlens.export.metadata import checkpoint_digest, run_metadata, write_metadata
+from medlens.export.metadata import run_metadata, write_metadata
+from medlens.export.packages import require_onnx, require_onnxruntime
 from medlens.export.parity import check_parity, max_differences
-from medlens.export.runtime import OnnxPredictor, require_onnx, require_onnxruntime
+from medlens.export.runtime import OnnxPredictor
 from medlens.progress import Reporter, SilentReporter
-from medlens.rundir import RunDir, write_json
+from medlens.run import Run, write_json
 
 FORMATS = ("onnx",)
 PARITY_IMAGES = 512
@@ -122,7 +122,7 @@ def _speed(run, images: np.ndarray, batch_sizes, seconds: float) -> dict[str, An
 
 
 def export_run(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     *,
     fmt: str = "onnx",
     int8: bool = False,
@@ -144,7 +144,6 @@ def export_run(
     largest probability difference to PyTorch, file sizes and CPU images/s at
     ``batch_sizes`` are recorded for PyTorch fp32, ONNX fp32 and ONNX INT8.
     """
-    from medlens.api import _load_for_plan, _load_model, check_plan_fits
     from medlens.export.speed import hardware, onnx_runner, torch_runner
     from medlens.export.torch_to_onnx import export_module
 
@@ -160,17 +159,14 @@ def export_run(
         )
     require_onnx()
     require_onnxruntime()
-    run = RunDir(Path(run_dir))
-    run.require_trained()
-    recipe = load_plan(run.plan)
+    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
+    recipe = run.plan
     task = recipe.data.task
-    out_dir = Path(output_dir) if output_dir is not None else run.root / "export"
+    out_dir = Path(output_dir) if output_dir is not None else run.export_dir
 
-    model, info = _load_model(run, recipe, _CPU)
-    model.eval()
+    model, info = run.load_model(_CPU)
     _check_weights(model, run.best)
-    ds = _load_for_plan(recipe, data_dir, download)
-    check_plan_fits(recipe, ds)
+    ds = run.data(data_dir, download)
     val, test = ds.splits["val"], ds.splits["test"]
     bs = recipe.train.eval_batch_size
 
@@ -181,9 +177,9 @@ def export_run(
     test_data = _arrays(recipe, test.images, test.labels)
     test_torch = _torch_logits(model, test_data, bs)
 
-    calibration = json.loads(run.calibration.read_text()) if run.calibration.is_file() else None
+    calibration = run.calibration() if run.calibration_file.is_file() else None
     meta = run_metadata(
-        recipe, tuple(val.images.shape[2:]), calibration, checkpoint_digest(run.best), ds.name
+        recipe, tuple(val.images.shape[2:]), calibration, run.checkpoint_digest(), ds.name
     )
     final_fp32, final_int8 = out_dir / "model.onnx", out_dir / "model.int8.onnx"
     reporter.message(f"exporting {recipe.model.name} to {final_fp32}")

@@ -74,7 +74,7 @@ def quantize_int8(
     ``batches`` yields normalised calibration batches (e.g. 256 training images in eight
     batches of 32).
     """
-    from medlens.export.runtime import require_onnxruntime
+    from medlens.export.packages import require_onnxruntime
 
     require_onnxruntime()
     from onnxruntime.quantization import (

@@ -9,45 +9,18 @@ are imported inside functions only, so training never needs them.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from medlens.errors import CheckpointError, ModelError
+from medlens.export.metadata import decode_metadata
+from medlens.export.packages import onnxruntime_available, require_onnxruntime
+from medlens.run import file_digest
 
-INSTALL_HINT = 'pip install "medlens[export]" (onnx, onnxruntime, onnxscript)'
 PROVIDERS = ["CPUExecutionProvider"]
-
-
-def _require(name: str) -> ModuleType:
-    """Import an optional package, or raise ModelError saying how to install it."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ModelError(f"{name} is not installed ({exc})", hint=INSTALL_HINT) from exc
-
-
-def require_onnx() -> ModuleType:
-    """The ``onnx`` package (ModelError with the install hint when missing)."""
-    return _require("onnx")
-
-
-def require_onnxruntime() -> ModuleType:
-    """The ``onnxruntime`` package (ModelError with the install hint when missing)."""
-    return _require("onnxruntime")
-
-
-def onnxruntime_available() -> bool:
-    """Whether onnxruntime can be imported (without raising)."""
-    try:
-        importlib.import_module("onnxruntime")
-    except ImportError:
-        return False
-    return True
 
 
 def default_threads() -> int:
@@ -87,8 +60,6 @@ class OnnxPredictor:
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        from medlens.export.metadata import decode_metadata
-
         self.path = Path(path)
         self.session = make_session(self.path, threads)
         inp = self.session.get_inputs()[0]
@@ -143,8 +114,6 @@ def run_predictor(run_root: Path, use_onnx: bool | None) -> OnnxPredictor | None
     is installed and the export was made from the run's current best checkpoint; ``True``
     requires all three; ``False`` never uses ONNX.
     """
-    from medlens.export.metadata import checkpoint_digest
-
     if use_onnx is False:
         return None
     path = run_root / "export" / "model.onnx"
@@ -157,7 +126,7 @@ def run_predictor(run_root: Path, use_onnx: bool | None) -> OnnxPredictor | None
         )
     predictor = OnnxPredictor(path)
     made_from = predictor.metadata.get("checkpoint_sha256")
-    current = checkpoint_digest(run_root / "checkpoints" / "best.safetensors")
+    current = file_digest(run_root / "checkpoints" / "best.safetensors")
     if made_from != current:
         if use_onnx is None:
             return None  # a stale export: the PyTorch checkpoint is the truth

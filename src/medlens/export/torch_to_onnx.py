@@ -72,7 +72,7 @@ def export_module(
     ``example`` is a normalised batch of at least two images (a batch of one could be
     specialised into the graph). Raises ModelError when neither exporter manages.
     """
-    from medlens.export.runtime import require_onnx
+    from medlens.export.packages import require_onnx
 
     onnx = require_onnx()
     model = model.eval().float().to(memory_format=torch.contiguous_format)

@@ -1,33 +1,28 @@
-"""``medlens report``: one self-contained HTML file and a markdown model card for a run.
+"""One self-contained HTML file and a markdown model card for a run, rendered from its files.
 
-Everything already computed is read from the run directory (metrics.json, trust.json,
-predictions.csv, curves.csv); what is not (the robustness table, the Grad-CAM gallery) is
-computed here from the best checkpoint, and the robustness table is kept in robustness.json
-so that a second report is quick.
+Everything is read from the run directory: what ``evaluate`` wrote (metrics.json, trust.json,
+predictions.csv), ``train`` (curves.csv, env.json, fingerprint.json) and ``analyse``
+(robustness.json, uncertainty.json, gallery/). Nothing here runs a model; a section whose file
+is missing says which command writes it (``medlens report`` runs those commands first).
 
->>> build_report("runs/breastmnist-small_cnn")  # doctest: +SKIP
+>>> build_report(Run.open("runs/breastmnist-small_cnn"))  # doctest: +SKIP
 PosixPath('runs/breastmnist-small_cnn/report.html')
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
-import json
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from medlens.config import load_plan
-from medlens.errors import MedlensError
 from medlens.evaluate.metrics import METRIC_LABELS
 from medlens.evaluate.trust import section
 from medlens.report import figures
 from medlens.report.model_card import metric_title, model_card
-from medlens.rundir import RunDir, write_json
+from medlens.run import Run
 
 _HEADLINE = ("auc", "acc", "sensitivity", "specificity", "f1_macro", "ece")
 _NAV = [
@@ -56,122 +51,6 @@ def _ci_text(entry: dict[str, Any] | None) -> str:
         return "n/a"
     text = f"{entry['low']:.3f} to {entry['high']:.3f}"
     return text if entry.get("estimate_in_interval", True) else text + " (biased: see note)"
-
-
-def read_test_predictions(run: RunDir, names: list[str], task: str):
-    """(labels, probabilities) of the test split from predictions.csv."""
-    with run.predictions.open() as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
-    probs = np.array([[float(r[f"p_{n}"]) for n in names] for r in rows])
-    if task == "multi-label":
-        y = np.array([[n in r["label"].split(";") for n in names] for r in rows], dtype=int)
-    else:
-        y = np.array([names.index(r["label"]) for r in rows])
-    return y, probs
-
-
-def _read_curves(run: RunDir) -> list[dict[str, str]]:
-    if not run.curves.is_file():
-        return []
-    with run.curves.open() as f:
-        return list(csv.DictReader(f))
-
-
-def robustness_rows(run: RunDir, model, plan, ds, device, max_cases: int, seed: int) -> dict:
-    """Corruption table on (a seeded sample of at most ``max_cases`` of) the test split."""
-    from medlens.evaluate.robustness import corruption_table
-
-    test = ds.splits["test"]
-    idx = np.arange(len(test))
-    if len(idx) > max_cases:
-        idx = np.sort(np.random.default_rng(seed).choice(idx, max_cases, replace=False))
-    rows = corruption_table(model, test.images[idx], test.labels[idx], plan, device, seed=seed)
-    return {"n_cases": len(idx), "of": len(test), "seed": seed, "rows": rows}
-
-
-def uncertainty_rows(model, plan, ds, device, seed: int = 0) -> dict[str, Any]:
-    """Selective-prediction curves from test-time augmentation and MC dropout on test.
-
-    Confidence is the negative predictive entropy of the mean of the passes; MC dropout is
-    skipped (with the reason) for a model without dropout.
-    """
-    from medlens.errors import ModelError
-    from medlens.evaluate.metrics import medmnist_acc, medmnist_auc
-    from medlens.evaluate.uncertainty import (
-        mc_dropout_probabilities,
-        mutual_information,
-        predictive_entropy,
-        selective_curve,
-        tta_probabilities,
-    )
-
-    test, task = ds.splits["test"], plan.data.task
-    out: dict[str, Any] = {}
-    samplers = {
-        "tta": lambda: tta_probabilities(model, test.images, plan, device, n=8, seed=seed),
-        "mc_dropout": lambda: mc_dropout_probabilities(
-            model, test.images, plan, device, n=20, seed=seed
-        ),
-    }
-    for name, sample in samplers.items():
-        try:
-            samples = sample()
-        except ModelError as exc:
-            out[name] = {"skipped": f"{exc.message} ({exc.hint})" if exc.hint else exc.message}
-            continue
-        mean = samples.mean(axis=0)
-        try:
-            auc: float | None = medmnist_auc(test.labels, mean, task)
-        except MedlensError:
-            auc = None
-        out[name] = {
-            "passes": int(samples.shape[0]),
-            "auc": auc,
-            "acc": medmnist_acc(test.labels, mean, task),
-            "mean_mutual_information": float(mutual_information(samples, task).mean()),
-            "selective": selective_curve(
-                test.labels, mean, task, confidence=-predictive_entropy(mean, task)
-            ),
-        }
-    return out
-
-
-def gallery_items(model, plan, ds, device, per_group: int) -> tuple[str, list[dict]]:
-    """Saliency overlays of the most confident right and wrong test cases."""
-    import torch
-
-    from medlens.evaluate.calibration import probabilities
-    from medlens.explain.overlay import overlay_image
-    from medlens.explain.saliency import default_method, saliency_maps
-    from medlens.inference import predict_logits
-    from medlens.train.loop import device_arrays
-
-    test = ds.splits["test"]
-    task, names = plan.data.task, plan.data.label_names
-    data = device_arrays(plan, test.images, test.labels, device)
-    logits, labels, _ = predict_logits(model, data, plan.train.eval_batch_size, plan.train.amp)
-    probs = probabilities(logits, task)
-    pred = probs.argmax(1)
-    conf = probs.max(1)
-    truth = labels.argmax(1) if task == "multi-label" else labels.ravel()
-    right = truth == pred if task != "multi-label" else labels[np.arange(len(pred)), pred] > 0
-    method = default_method(model)
-    groups = []
-    for title, mask in (("Correct, most confident", right), ("Wrong, most confident", ~right)):
-        idx = np.flatnonzero(mask)
-        idx = idx[np.argsort(-conf[idx], kind="stable")][:per_group]
-        items = []
-        if len(idx):
-            x = data.prepare(torch.as_tensor(test.images[idx]).to(device))
-            maps = saliency_maps(model, x, torch.as_tensor(pred[idx]), method=method).numpy()
-            for j, i in enumerate(idx):
-                rgb = overlay_image(test.images[i], maps[j])
-                caption = f"#{i}: {names[pred[i]]} ({conf[i]:.2f})" + (
-                    "" if task == "multi-label" else f", truth {names[truth[i]]}"
-                )
-                items.append({"uri": figures.image_uri(rgb), "caption": caption})
-        groups.append({"title": title, "cases": items})
-    return method, groups
 
 
 def _limits(ctx: dict[str, Any]) -> list[str]:
@@ -217,59 +96,44 @@ def _limits(ctx: dict[str, Any]) -> list[str]:
     return out
 
 
-def _context(
-    run: RunDir,
-    robustness: bool,
-    uncertainty: bool,
-    gallery: int,
-    data_dir: str | None,
-    refresh: bool,
-):
-    from medlens.api import _load_for_plan, _load_model, evaluate_run
-    from medlens.train.device import resolve_device
+def _optional(run: Run, path: Path, wanted: bool) -> dict[str, Any] | None:
+    """An analysis file when that section is wanted and the file exists, else None."""
+    return run.read_json(path) if wanted and path.is_file() else None
 
-    run.require_trained()
-    plan = load_plan(run.plan)
-    needs_model = robustness or uncertainty or gallery > 0
-    ds = _load_for_plan(plan, data_dir, download=False) if needs_model or refresh else None
-    if refresh or not run.trust.is_file():
-        evaluate_run(run, ds=ds)
-    ctx: dict[str, Any] = {
-        "plan": plan,
-        "fingerprint": json.loads(run.fingerprint.read_text()),
-        "metrics": json.loads(run.metrics.read_text()),
-        "trust": json.loads(run.trust.read_text()),
-        "env": json.loads(run.env.read_text()) if run.env.is_file() else {},
-        "curves": _read_curves(run),
-        "robustness": None,
-        "uncertainty": None,
-        "gallery": (None, []),
-        "gallery_error": None,
+
+def _context(run: Run, robustness: bool, uncertainty: bool, gallery: bool) -> dict[str, Any]:
+    """Everything the page and the model card show, read from the run's files."""
+    shown = _optional(run, run.gallery_file, gallery)
+    return {
+        "run": run,
+        "plan": run.plan,
+        "fingerprint": run.fingerprint,
+        "metrics": run.metrics(),
+        "trust": run.trust(),
+        "env": run.env(),
+        "curves": run.curves(),
+        "robustness": _optional(run, run.robustness_file, robustness),
+        "uncertainty": _optional(run, run.uncertainty_file, uncertainty),
+        "gallery": _gallery(run, shown) if shown else (None, []),
+        "gallery_error": f"No explanations: {shown['error']}"
+        if shown and "error" in shown
+        else None,
     }
-    if not needs_model:
-        return ctx
-    device = resolve_device(plan.train.device)
-    model, _ = _load_model(run, plan, device)
-    rob_path = run.root / "robustness.json"
-    if robustness:
-        if rob_path.is_file() and not refresh:
-            ctx["robustness"] = json.loads(rob_path.read_text())
-        else:
-            ctx["robustness"] = robustness_rows(run, model, plan, ds, device, 2000, 0)
-            write_json(rob_path, ctx["robustness"])
-    if uncertainty:
-        unc_path = run.root / "uncertainty.json"
-        if unc_path.is_file() and not refresh:
-            ctx["uncertainty"] = json.loads(unc_path.read_text())
-        else:
-            ctx["uncertainty"] = uncertainty_rows(model, plan, ds, device, plan.train.seed)
-            write_json(unc_path, ctx["uncertainty"])
-    if gallery > 0:
-        try:
-            ctx["gallery"] = gallery_items(model, plan, ds, device, gallery)
-        except MedlensError as exc:  # e.g. a model no explanation method fits
-            ctx["gallery_error"] = f"No explanations: {exc.message}"
-    return ctx
+
+
+def _gallery(run: Run, shown: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
+    """(method, groups of {uri, caption}) from gallery.json and its PNGs."""
+    groups = [
+        {
+            "title": g["title"],
+            "cases": [
+                {"uri": figures.png_file_uri(run.gallery_dir / c["png"]), "caption": c["caption"]}
+                for c in g["cases"]
+            ],
+        }
+        for g in shown["groups"]
+    ]
+    return shown.get("method"), groups
 
 
 def _page_values(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +141,7 @@ def _page_values(ctx: dict[str, Any]) -> dict[str, Any]:
     names, task = plan.data.label_names, plan.data.task
     ci = trust["confidence_intervals"]
     cis = ci["metrics"]
-    y, probs = read_test_predictions(RunDir(ctx["root"]), names, task)
+    y, probs = ctx["run"].split_predictions("test")
     fig = {
         "roc": figures.roc_figure(y, probs, task, names),
         "pr": figures.pr_figure(y, probs, task, names),
@@ -351,6 +215,7 @@ def _page_values(ctx: dict[str, Any]) -> dict[str, Any]:
             for c, a in trust.get("selective", {}).get("accuracy_at", {}).items()
         ],
         "gallery_method": ctx["gallery"][0] or "not computed",
+        "analyse_command": f"medlens analyse {ctx['run'].root}",
         "gallery": ctx["gallery"][1],
         "gallery_error": ctx["gallery_error"],
         "robustness": None,
@@ -482,19 +347,16 @@ def _subgroup_values(subgroups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build_report(
-    run_dir: str | Path,
+    run: Run,
     *,
     output: str | Path | None = None,
     robustness: bool = True,
     uncertainty: bool = True,
-    gallery: int = 6,
-    data_dir: str | None = None,
-    refresh: bool = False,
+    gallery: bool = True,
 ) -> Path:
-    """Write ``report.html`` and ``model_card.md`` (into the run, or ``output``)."""
-    run = RunDir(Path(run_dir))
-    ctx = _context(run, robustness, uncertainty, gallery, data_dir, refresh)
-    ctx["root"] = run.root
+    """Write ``report.html`` and ``model_card.md`` (into the run, or beside ``output``) from
+    the run's files; a section turned off (or whose file is missing) is left out."""
+    ctx = _context(run, robustness, uncertainty, gallery)
     ctx["limits"] = _limits(ctx)
     env = Environment(
         loader=PackageLoader("medlens.report", "templates"), autoescape=select_autoescape()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure  # the object API: no pyplot state, no display needed
-from PIL import Image
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 _SIZE = (4.6, 3.6)
@@ -21,13 +21,9 @@ def data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def image_uri(rgb: np.ndarray, min_size: int = 160) -> str:
-    """An RGB uint8 image as a PNG data URI, enlarged by a whole factor when small."""
-    factor = max(1, -(-min_size // max(rgb.shape[:2])))
-    big = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
-    buf = io.BytesIO()
-    Image.fromarray(big).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def png_file_uri(path: Path) -> str:
+    """A PNG file (written by another stage) as a base64 ``data:`` URI."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
 def _one_vs_rest(y: np.ndarray, probs: np.ndarray, task: str) -> list[tuple[int, np.ndarray]]:

@@ -21,3 +21,17 @@ def require_serve() -> None:
                 f"medlens serve needs {name.replace('_', '-')}, which is not installed",
                 hint='pip install "medlens[serve]"',
             ) from None
+
+
+def serve(run_dir, **options) -> None:
+    """Serve a trained run over HTTP until interrupted: ``/`` (a page for clinicians),
+    ``POST /predict``, ``/health``, ``/model``, ``/docs``. Options: see
+    :func:`medlens.serve.app.serve` (``host``, ``port``, ``api_key``, ``max_upload_mb``,
+    ``onnx``, ``access_log``, ``announce``). Needs ``pip install "medlens[serve]"``.
+
+    >>> serve("runs/breastmnist", port=8000)  # doctest: +SKIP
+    """
+    require_serve()
+    from medlens.serve.app import serve as run_service
+
+    run_service(run_dir, **options)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from medlens.analyse.layers import choose_target_layer
+from medlens.analyse.overlay import image_and_overlay, png_data_uri
+from medlens.analyse.saliency import saliency_maps
+from medlens.data.loader import unlabelled_arrays
 from medlens.errors import DataError, ImageTooLargeError, UnsupportedImageError, UploadError
+from medlens.evaluate.metrics import predict_labels
+from medlens.evaluate.outputs import calibrated_outputs, confidence, label_text
+from medlens.run import Run
 
 #: Pixels (voxels for a volume) an upload may decode to: 64 M, e.g. 8,000 x 8,000.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -36,21 +42,18 @@ class ServedModel:
     def __init__(
         self, run_dir: str | Path, *, onnx: bool | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> None:
-        from medlens.api import RunDir, _load_model, calibration_record, input_shape, load_plan
-        from medlens.explain.saliency import default_method
+        from medlens.analyse.saliency import default_method
         from medlens.export.runtime import run_predictor
 
-        self.run = RunDir(Path(run_dir))
-        self.run.require_trained()
-        self.recipe = load_plan(self.run.plan)
+        self.run = Run.open(run_dir)
+        self.recipe = self.run.plan
         self.task = self.recipe.data.task
         self.names = list(self.recipe.data.label_names)
-        self.shape = input_shape(self.run)
+        self.shape = self.run.input_shape()
         self.max_pixels = max_pixels
-        self.record = calibration_record(self.run, self.task)
+        self.record = self.run.calibration()
         self.device = torch.device("cpu")
-        self.model, _ = _load_model(self.run, self.recipe, self.device)  # refuses bad weights
-        self.model.eval()
+        self.model, _ = self.run.load_model(self.device)  # refuses bad weights
         self.session = run_predictor(self.run.root, onnx)
         self.method = default_method(self.model)
         self.layer = self._target_layer()
@@ -63,8 +66,6 @@ class ServedModel:
     def _target_layer(self) -> str | None:
         if self.method == "rollout":
             return None
-        from medlens.explain.layers import choose_target_layer
-
         blank = np.zeros((1, self.recipe.data.in_chans, *self.shape), dtype=np.uint8)
         return choose_target_layer(self.model, self._first(self._arrays(blank))).name
 
@@ -74,8 +75,6 @@ class ServedModel:
         return next(arrays.batches(1))[0]
 
     def _arrays(self, images: np.ndarray):
-        from medlens.api import unlabelled_arrays
-
         return unlabelled_arrays(self.recipe, images, self.device)
 
     def decode(self, data: bytes) -> tuple[np.ndarray, str]:
@@ -126,18 +125,15 @@ class ServedModel:
         return predict_logits(self.model, arrays, 1, False)[0]
 
     def _result(self, logits: np.ndarray) -> dict[str, Any]:
-        from medlens.api import _confidence, _label_text, calibrated_outputs
-        from medlens.evaluate.metrics import predict_labels
-
         probs, sets = calibrated_outputs(logits, self.record)
         p = probs[0]
         pred = predict_labels(probs, self.task)[0]
         multi = self.task == "multi-label"
         out: dict[str, Any] = {
-            "predicted": _label_text(self.names, pred, self.task),
+            "predicted": label_text(self.names, pred, self.task),
             "top_class": self.names[int(np.argmax(p))],
             "probabilities": {n: round(float(v), 6) for n, v in zip(self.names, p, strict=True)},
-            "confidence": round(_confidence(p, self.task), 6),
+            "confidence": round(confidence(p, self.task), 6),
             "calibrated": float(self.record["temperature"]) != 1.0,
             "prediction_set": None,
         }
@@ -150,10 +146,6 @@ class ServedModel:
         return out
 
     def _heatmap(self, arrays, image: np.ndarray, target: int) -> dict[str, Any]:
-        from medlens.explain.overlay import image_and_overlay
-        from medlens.explain.saliency import saliency_maps
-        from medlens.report.figures import image_uri
-
         x = self._first(arrays)
         cam = saliency_maps(self.model, x, [target], self.method, self.layer)[0].numpy()
         shown, overlay = image_and_overlay(image, cam)
@@ -161,15 +153,15 @@ class ServedModel:
             "method": self.method,
             "layer": self.layer,
             "target": self.names[target],
-            "input_png": image_uri(shown, 256),
-            "overlay_png": image_uri(overlay, 256),
+            "input_png": png_data_uri(shown, 256),
+            "overlay_png": png_data_uri(overlay, 256),
         }
 
     def card(self) -> dict[str, Any]:
         """What GET /model answers: the model, its data, its test metrics and calibration, and
         the model card (``model_card.md``, written by ``medlens report``) when there is one."""
         recipe, run = self.recipe, self.run
-        metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+        metrics = run.metrics() if run.metrics_file.is_file() else {}
         card_md = run.root / "model_card.md"
         return {
             "run": run.root.name,

@@ -1,91 +1,23 @@
-"""Weights and training state as safetensors files: loading never unpickles anything.
+"""Training state as a safetensors file: everything ``--resume`` needs.
 
-``best.safetensors`` holds the model weights alone. ``last.safetensors`` also holds the
-optimizer's tensors, with everything else needed to resume (epoch, counters, optimizer
-hyper-parameters, history) as JSON in the file's metadata. Files are written to a temporary
-name and renamed, so an interruption never leaves a half-written checkpoint.
+``last.safetensors`` holds the model weights (under ``model.``, so :func:`load_weights` reads it
+too), the weights' moving average (``ema.``) and the optimizer's tensors, with everything else
+needed to resume (epoch, counters, optimizer hyper-parameters, history) as JSON in the file's
+metadata. Loading never unpickles anything.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from medlens.errors import CheckpointError
+from medlens.models.checkpoint import MODEL_PREFIX, load_state, read_tensors, save_tensors
 
-_MODEL, _OPTIM, _EMA = "model.", "optim.", "ema."
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # clone: safetensors refuses tensors that share storage (tied weights, views)
-    save_file(
-        {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
-        str(tmp),
-        metadata=metadata,
-    )
-    os.replace(tmp, path)
-
-
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise CheckpointError(
-            f"weights file {path} does not exist", hint="train first, or check the run directory"
-        )
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({exc})",
-            hint="the file is corrupt or was tampered with; retrain or restore it",
-        ) from exc
-
-
-def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append("shapes differ: " + "; ".join(wrong[:5]))
-        if missing:
-            parts.append("missing: " + ", ".join(missing[:5]))
-        if unexpected:
-            parts.append("unexpected: " + ", ".join(unexpected[:5]))
-        raise CheckpointError(
-            f"{path} does not fit the model ({' | '.join(parts)})",
-            hint="use the plan.yaml of the run that wrote these weights",
-        )
-    model.load_state_dict(state)
-
-
-def save_weights(path: Path, model: torch.nn.Module, info: dict[str, Any] | None = None) -> None:
-    """Model weights alone, with ``info`` (JSON-able) in the metadata."""
-    _atomic_save(model.state_dict(), path, {"medlens": json.dumps(info or {})})
-
-
-def load_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
-    """Load weights saved by :func:`save_weights` into ``model``; returns the stored info."""
-    state, metadata = _read(path)
-    if any(k.startswith(_MODEL) for k in state):  # a training-state file works too
-        state = {k[len(_MODEL) :]: v for k, v in state.items() if k.startswith(_MODEL)}
-    _load_into(model, state, path)
-    return json.loads(metadata.get("medlens", "{}"))
+_MODEL, _OPTIM, _EMA = MODEL_PREFIX, "optim.", "ema."
 
 
 def save_training_state(
@@ -109,7 +41,7 @@ def save_training_state(
             else:
                 scalars.setdefault(str(pid), {})[name] = value
     meta = {"info": info, "param_groups": opt["param_groups"], "optim_scalars": scalars}
-    _atomic_save(tensors, path, {"medlens": json.dumps(meta)})
+    save_tensors(tensors, path, {"medlens": json.dumps(meta)})
 
 
 def load_training_state(
@@ -119,7 +51,7 @@ def load_training_state(
     ema: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Restore what :func:`save_training_state` wrote; returns the loop counters."""
-    tensors, metadata = _read(path)
+    tensors, metadata = read_tensors(path)
     try:
         meta = json.loads(metadata["medlens"])
     except (KeyError, json.JSONDecodeError) as exc:
@@ -127,7 +59,7 @@ def load_training_state(
             f"{path} has no medlens training state",
             hint="resume needs checkpoints/last.safetensors of a medlens run",
         ) from exc
-    _load_into(
+    load_state(
         model, {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}, path
     )
     if ema is not None:
@@ -137,7 +69,7 @@ def load_training_state(
                 f"{path} holds no moving average of the weights, but the plan sets train.ema",
                 hint="resume with the plan.yaml that wrote the checkpoint",
             )
-        _load_into(ema, averaged, path)
+        load_state(ema, averaged, path)
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(_OPTIM):

@@ -22,24 +22,20 @@ import torch
 
 from medlens.config import Plan
 from medlens.data.dataset import ArrayDataset
-from medlens.data.loader import DeviceArrays
+from medlens.data.loader import device_arrays
+from medlens.device import autocast, resolve_device
 from medlens.errors import ConfigError, TrainingError
 from medlens.evaluate.metrics import medmnist_acc, medmnist_auc
 from medlens.inference import predict_arrays
-from medlens.models.registry import create_model
+from medlens.models.build import build_model
+from medlens.models.checkpoint import load_weights, save_weights
 from medlens.progress import Reporter, SilentReporter
-from medlens.rundir import RunDir, file_logger
+from medlens.run import Run, file_logger
 from medlens.train import distributed
-from medlens.train.checkpoint import (
-    load_training_state,
-    load_weights,
-    save_training_state,
-    save_weights,
-)
+from medlens.train.checkpoint import load_training_state, save_training_state
 from medlens.train.compiled import training_forward
-from medlens.train.device import autocast, resolve_device
 from medlens.train.finetune import Freezer, starting_weights
-from medlens.train.losses import build_loss
+from medlens.train.losses import BatchLoss, plan_loss
 from medlens.train.optim import build_optimizer, build_scheduler, current_lr
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -76,13 +72,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def plan_image_size(plan: Plan) -> int | None:
-    """The side of the plan's images (the last axis), when the plan says."""
-    if plan.data.preprocess is not None:
-        return int(plan.data.preprocess.size[-1])
-    return plan.data.size
-
-
 def check_distributed(plan: Plan, r: distributed.Ranks) -> None:
     """Refuse what does not work across ranks, before any training."""
     if not r.active:
@@ -97,45 +86,6 @@ def check_distributed(plan: Plan, r: distributed.Ranks) -> None:
             "model.freeze is not supported under torchrun yet (DDP fixes its parameters)",
             hint="train a frozen or gradually unfrozen model in one process",
         )
-
-
-def build_model_for(plan: Plan, device: torch.device) -> torch.nn.Module:
-    """The plan's model on ``device``; with ``plan.prune``, slimmed to its pruned channels."""
-    model = create_model(
-        plan.model.name,
-        in_chans=plan.data.in_chans,
-        num_classes=plan.data.n_classes,
-        spatial_dims=plan.data.spatial_dims,
-        pretrained=plan.model.pretrained,
-        drop_rate=plan.model.drop_rate,
-        img_size=plan.model.img_size or plan_image_size(plan),
-        slices=plan.model.slices,
-    )
-    if plan.prune is not None:
-        from medlens.compress.structure import apply_shapes
-
-        apply_shapes(model, plan.prune.shapes)
-    model = model.to(device)
-    if plan.train.channels_last and plan.data.spatial_dims == 2:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def device_arrays(
-    plan: Plan, images: np.ndarray, labels: np.ndarray, device: torch.device
-) -> DeviceArrays:
-    """Images and labels on ``device`` (or streamed to it), normalised and laid out as the plan
-    says."""
-    return DeviceArrays(
-        images,
-        labels,
-        device,
-        plan.data.mean,
-        plan.data.std,
-        plan.train.channels_last,
-        on_device=plan.train.data_on_device,
-        workers=plan.train.workers,
-    )
 
 
 def _nll(probs: np.ndarray, labels: np.ndarray, task: str) -> float:
@@ -154,29 +104,11 @@ def validation_scores(probs: np.ndarray, labels: np.ndarray, task: str) -> tuple
     return auc, medmnist_acc(labels, probs, task)
 
 
-def _write_curves(run: RunDir, history: list[dict[str, Any]]) -> None:
-    with run.curves.open("w", newline="") as f:
+def _write_curves(run: Run, history: list[dict[str, Any]]) -> None:
+    with run.curves_file.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
-
-
-BatchLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``batch_loss(logits, labels, images) -> loss`` for one training batch."""
-
-
-def batch_loss_for(plan: Plan, loss_fn: torch.nn.Module, device: torch.device) -> BatchLoss:
-    """The training loss of one batch: the plan's loss, or with ``plan.distill`` the
-    distillation loss, whose teacher sees the same augmented images as the student."""
-    if plan.distill is None:
-        return lambda logits, labels, images: loss_fn(logits, labels)
-    from medlens.compress.losses import DistillationLoss
-    from medlens.compress.teacher import load_teacher
-
-    teacher = load_teacher(plan, device)
-    return DistillationLoss(
-        teacher, loss_fn, plan.distill.alpha, plan.distill.temperature, plan.data.task
-    )
 
 
 def weight_average(plan: Plan, model: torch.nn.Module):
@@ -192,7 +124,7 @@ def weight_average(plan: Plan, model: torch.nn.Module):
     return ModelEmaV3(model, decay=plan.train.ema, use_warmup=True)
 
 
-def _tensorboard(run: RunDir):
+def _tensorboard(run: Run):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
@@ -203,18 +135,20 @@ def _tensorboard(run: RunDir):
 def fit(
     plan: Plan,
     ds: ArrayDataset,
-    run: RunDir,
+    run: Run,
     *,
     resume: bool = False,
     reporter: Reporter | None = None,
     callbacks: Sequence[EpochCallback] = (),
     init_weights: Path | None = None,
+    batch_loss: Callable[[torch.device], BatchLoss] | None = None,
 ) -> FitResult:
     """Train ``plan`` on ``ds``, writing checkpoints and curves into ``run``.
 
     ``init_weights``: start from these weights (a safetensors file that fits the plan's model,
     e.g. freshly pruned ones) instead of a random initialisation; ignored with ``resume``.
-    With ``plan.distill`` the loss is the distillation loss (see :func:`batch_loss_for`).
+    ``batch_loss``: makes the loss of one training batch on the training device (for a
+    distilled student, the distillation loss with its teacher); default: the plan's loss.
     """
     cfg = plan.train
     r, device = distributed.setup(resolve_device(cfg.device))
@@ -227,7 +161,7 @@ def fit(
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model = build_model_for(plan, device)
+    model = build_model(plan, device)
     if init_weights is not None and not resume:
         load_weights(init_weights, model)
     elif not resume:
@@ -246,8 +180,12 @@ def fit(
     # one process takes every val image: pass the split as it is (a memmap stays one)
     val_images = val_split.images[val_rows] if r.active else val_split.images
     val = device_arrays(plan, val_images, val_split.labels[val_rows], device)
-    loss_fn = build_loss(plan.loss, plan.data.task, ds.class_counts("train"), len(train)).to(device)
-    batch_loss = batch_loss_for(plan, loss_fn, device)
+    if batch_loss is None and plan.distill is not None:
+        raise ConfigError(
+            "a distilled student's plan needs its teacher's loss",
+            hint="train it with `medlens distill` or `medlens train --resume`",
+        )
+    step_loss = batch_loss(device) if batch_loss is not None else plan_loss(plan, ds, device)
     batch_size = cfg.batch_size // r.world  # the plan's batch is the global batch
     shard_len = len(train) // r.world
     drop_last = shard_len > batch_size
@@ -299,7 +237,7 @@ def fit(
                 shard=(r.rank, r.world),
             ):
                 with autocast(device, cfg.amp):
-                    loss = batch_loss(forward(x), y, x)
+                    loss = step_loss(forward(x), y, x)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from medlens.config import LossConfig
+from medlens.config import LossConfig, Plan
+
+if TYPE_CHECKING:
+    from medlens.data.dataset import ArrayDataset
+
+BatchLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``batch_loss(logits, labels, images) -> loss`` for one training batch."""
 
 
 def class_weights(counts: list[int], mode: str, n_total: int | None = None) -> torch.Tensor | None:
@@ -74,3 +83,15 @@ def build_loss(cfg: LossConfig, task: str, counts: list[int], n_train: int) -> n
     if cfg.name == "focal":
         return SoftmaxFocalLoss(cfg.focal_gamma, weight)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def task_loss(plan: Plan, ds: ArrayDataset) -> nn.Module:
+    """The plan's loss for its task, weighted by the training split's class counts."""
+    n_train = len(ds.splits["train"].labels)
+    return build_loss(plan.loss, plan.data.task, ds.class_counts("train"), n_train)
+
+
+def plan_loss(plan: Plan, ds: ArrayDataset, device: torch.device) -> BatchLoss:
+    """The training loss of one batch when nothing but the labels teaches (no teacher)."""
+    loss_fn = task_loss(plan, ds).to(device)
+    return lambda logits, labels, images: loss_fn(logits, labels)

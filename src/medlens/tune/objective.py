@@ -7,17 +7,17 @@ to the pruner; a pruned trial stops there and its run is marked ``pruned.json``.
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
-from medlens.config import Plan, apply_overrides, save_plan
+from medlens.config import Plan, apply_overrides
 from medlens.data.dataset import ArrayDataset
 from medlens.data.fingerprint import Fingerprint
 from medlens.errors import TrainingError
 from medlens.progress import Reporter
-from medlens.rundir import RunDir, check_output, environment, write_json
+from medlens.run import Run, close_log, file_logger, write_json
+from medlens.stages.train import start_run, train_run
 from medlens.train.loop import EpochCallback
 from medlens.tune import require_optuna
 from medlens.tune.space import plan_overrides, suggest_params
@@ -43,29 +43,9 @@ def pruning_callback(trial: Any) -> EpochCallback:
     return report
 
 
-def close_run_log(run: RunDir) -> None:
-    """Close the run's log.txt handler (file_logger keeps one open per run directory, which
-    a long search would otherwise pile up)."""
-    logger = logging.getLogger(f"medlens.run.{run.root.resolve()}")
-    for handler in list(logger.handlers):
-        handler.close()
-        logger.removeHandler(handler)
-
-
-def stop_progress(reporter: Reporter) -> None:
-    """Stop a progress bar left running by an epoch that failed (a NaN loss): rich allows one
-    live display at a time, so the next trial's bar would fail to start."""
-    progress = getattr(reporter, "_progress", None)
-    if progress is not None:
-        progress.stop()
-        reporter._progress = None
-
-
-def abandon(run: RunDir, trial: Any, reason: str) -> None:
+def abandon(run: Run, trial: Any, reason: str) -> None:
     """Mark a pruned trial's run: pruned.json says why; the resume checkpoint is deleted (the
     run is not to be continued), best.safetensors and curves.csv are kept for inspection."""
-    from medlens.rundir import file_logger
-
     file_logger(run).info("trial %d %s", trial.number, reason)
     write_json(
         run.root / "pruned.json",
@@ -97,36 +77,35 @@ class Objective:
         return apply_overrides(self.base, plan_overrides(params, self.base))
 
     def __call__(self, trial: Any) -> float:
-        from medlens.train.device import resolve_device
-        from medlens.train.loop import fit
-
         optuna = require_optuna()
         params = suggest_params(trial, self.base, self.fixed)
         plan = self.plan_for(params)
-        run = RunDir(self.trials_dir / f"trial-{trial.number:04d}")
-        check_output(run, resume=False)
-        trial.set_user_attr("run_dir", str(run.root.resolve()))
+        path = self.trials_dir / f"trial-{trial.number:04d}"
+        Run(path).check_new()
+        trial.set_user_attr("run_dir", str(path.resolve()))
         trial.set_user_attr("plan", plan.model_dump(mode="json"))
-        run.root.mkdir(parents=True, exist_ok=True)
-        save_plan(plan, run.plan)
-        write_json(run.fingerprint, self.fp.model_dump(mode="json"))
-        write_json(run.env, environment(plan.train.seed, str(resolve_device(plan.train.device))))
+        run = start_run(path, plan, self.fp.model_dump(mode="json"))
+        run.use_data(self.ds)
         shown = ", ".join(
             f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()
         )
         self.reporter.message(f"trial {trial.number}: {shown}")
         try:
-            result = fit(
-                plan, self.ds, run, reporter=self.reporter, callbacks=[pruning_callback(trial)]
+            result, _ = train_run(
+                run,
+                self.ds,
+                reporter=self.reporter,
+                callbacks=[pruning_callback(trial)],
+                evaluate=False,
             )
         except optuna.TrialPruned as exc:
             abandon(run, trial, str(exc))
             raise
         except TrainingError:
-            stop_progress(self.reporter)
+            self.reporter.stop()  # the failed epoch's bar: rich allows one live display
             raise
         finally:
-            close_run_log(run)
+            close_log(run)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("epochs_run", result.epochs_run)
         return result.best_val_auc

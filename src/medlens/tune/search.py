@@ -11,6 +11,7 @@ from typing import Any
 from medlens.config import Plan
 from medlens.errors import ConfigError, TrainingError
 from medlens.progress import Reporter, SilentReporter
+from medlens.stages.planning import FLAG_FIELDS, flag_overrides, plan_dataset
 from medlens.tune import require_optuna
 
 DEFAULT_TRIALS = 20
@@ -60,7 +61,6 @@ def run_search(
     study. ``pruner``: "median", "hyperband", "none" or an Optuna pruner. The sampler is TPE,
     seeded with the plan's train.seed.
     """
-    from medlens.api import plan
     from medlens.config import save_plan
     from medlens.tune.objective import Objective
     from medlens.tune.records import best_plan, write_trials_csv
@@ -81,7 +81,7 @@ def run_search(
     if url is not None:
         rdb = open_storage(url)  # a bad URL fails before the data is loaded, too
     overrides = dict(overrides or {})
-    recipe, fp, ds = plan(
+    recipe, fp, ds = plan_dataset(
         source,
         data_dir=data_dir,
         size=size,
@@ -145,3 +145,20 @@ def run_search(
         best_plan_file=plan_file,
         trials=rows,
     )
+
+
+def tune(source: str, *, overrides: dict[str, Any] | None = None, **options: Any) -> TuneResult:
+    """Hyperparameter search with Optuna (TPE, pruned on per-epoch val AUC), scored on val AUC
+    only; writes trials.csv, the study (``sqlite:///<output>/study.db`` unless ``storage``) and
+    best_plan.yaml, which ``train(plan_file=...)`` takes. Needs ``pip install "medlens[tune]"``.
+
+    ``options``: those of :func:`run_search` (``trials``, ``timeout``, ``storage``,
+    ``study_name``, ``output``, ``pruner``, ...) and the CLI flags epochs, batch_size, lr, seed
+    (training and sampler), device, model; a field fixed this way or in ``overrides`` is left
+    out of the search (:mod:`medlens.tune.space`).
+
+    >>> r = tune("breastmnist", trials=20, epochs=10)  # doctest: +SKIP
+    >>> r.best_value, r.best_plan_file  # doctest: +SKIP
+    """
+    flags = {k: options.pop(k) for k in list(options) if k in FLAG_FIELDS}
+    return run_search(source, overrides={**(overrides or {}), **flag_overrides(**flags)}, **options)

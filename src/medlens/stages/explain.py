@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from medlens.analyse.faithfulness import faithfulness_scores
+from medlens.analyse.layers import choose_target_layer
+from medlens.analyse.maps import peak_location
+from medlens.analyse.overlay import save_side_by_side
+from medlens.analyse.saliency import check_method, default_method, saliency_maps
+from medlens.data.loader import unlabelled_arrays
 from medlens.errors import ConfigError
-from medlens.explain.faithfulness import faithfulness_scores
-from medlens.explain.maps import peak_location
-from medlens.explain.overlay import save_side_by_side
-from medlens.explain.saliency import check_method, default_method, saliency_maps
+from medlens.evaluate.outputs import calibrated_outputs
+from medlens.run import Run, write_rows
+from medlens.stages.evaluate import as_run
 
 FAITHFULNESS_KEYS = ("deletion", "insertion", "random_deletion", "random_insertion")
 
@@ -34,18 +38,8 @@ def _png_names(files: list[Path], method: str) -> list[str]:
     return names
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
 def explain(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     inputs: Sequence[str | Path],
     output_dir: str | Path,
     method: str | None = None,
@@ -62,28 +56,18 @@ def explain(
     grid), the PNG and, with ``faithfulness``, deletion/insertion areas of the map and of a
     random map.
     """
-    from medlens.api import (
-        RunDir,
-        _load_model,
-        _read_inputs,
-        calibrated_outputs,
-        calibration_record,
-        load_plan,
-        unlabelled_arrays,
-    )
-    from medlens.data.images import expand_inputs
+    from medlens.data.images import expand_inputs, read_inputs
+    from medlens.device import resolve_device
     from medlens.inference import predict_logits
-    from medlens.train.device import resolve_device
 
     if method is not None:
         check_method(method)
-    run = RunDir(Path(run_dir))
-    run.require_trained()
-    recipe = load_plan(run.plan)
+    run = as_run(run_dir)
+    recipe = run.plan
     files = expand_inputs(list(inputs))
-    images = _read_inputs(files, recipe, run)
+    images = read_inputs(files, recipe, run.input_shape())
     device = resolve_device(recipe.train.device)
-    model, _ = _load_model(run, recipe, device)
+    model, _ = run.load_model(device)
     method = method or default_method(model)
     if method == "rollout" and target_layer is not None:
         raise ConfigError(
@@ -93,12 +77,10 @@ def explain(
     task = recipe.data.task
     data = unlabelled_arrays(recipe, images, device)
     logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
-    probs, _ = calibrated_outputs(logits, calibration_record(run, task))  # as predict reports
+    probs, _ = calibrated_outputs(logits, run.calibration())  # as predict reports
     targets = probs.argmax(axis=1)
     layer = None
     if method != "rollout":
-        from medlens.explain.layers import choose_target_layer
-
         first = next(data.batches(1))[0]
         layer = choose_target_layer(model, first, target_layer).name
     maps, scores = [], []
@@ -132,5 +114,5 @@ def explain(
             row[key] = round(float(values[i]), 6)
         row["png"] = str(save_side_by_side(out / png, images[i], all_maps[i]))
         rows.append(row)
-    _write_csv(out / "explanations.csv", rows)
+    write_rows(out / "explanations.csv", rows)
     return rows

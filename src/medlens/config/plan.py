@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medlens.data.preprocess import PreprocessConfig
+from medlens.config.preprocess import PreprocessConfig
 from medlens.errors import ConfigError
 
 PLAN_VERSION = 1

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from medlens.analyse.corruptions import CORRUPTIONS, SEVERITIES, check_corruption, corrupt
 from medlens.config import Plan
 from medlens.data.loader import DeviceArrays
+from medlens.device import autocast
 from medlens.errors import ConfigError
-from medlens.evaluate.corruptions import CORRUPTIONS, SEVERITIES, check_corruption, corrupt
 from medlens.evaluate.metrics import medmnist_acc, medmnist_auc
 from medlens.inference import probabilities
-from medlens.train.device import autocast
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,7 +38,7 @@ def kept_modes(model: torch.nn.Module) -> Iterator[None]:
 
 def arrays_for(plan: Plan, images: np.ndarray, device: torch.device) -> DeviceArrays:
     """Split images on ``device`` with the plan's normalisation (labels are not needed)."""
-    from medlens.train.loop import device_arrays
+    from medlens.data.loader import device_arrays
 
     return device_arrays(plan, images, np.zeros(len(images), dtype=np.int64), device)
 

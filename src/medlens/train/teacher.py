@@ -1,16 +1,26 @@
-"""The teacher of a distillation: a trained run whose data and preprocessing the student shares."""
+"""The teacher of a distillation: a trained run whose data and preprocessing the student
+shares, and the batch loss that teaches with it.
+
+The training loop knows nothing of teachers: the stage that trains a student passes
+:func:`distillation_loss` to :func:`medlens.train.loop.fit` as its ``batch_loss``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from medlens.compress.runs import trained_run
-from medlens.config import Plan, load_plan
+from medlens.config import Plan
 from medlens.errors import ConfigError
+from medlens.run import Run
+from medlens.train.distillation import DistillationLoss
+from medlens.train.losses import BatchLoss, task_loss
+
+if TYPE_CHECKING:
+    from medlens.data.dataset import ArrayDataset
 
 # Machine-local data fields: where the files are, not what they are.
 _LOCAL_FIELDS = ("data_dir", "cache_dir")
@@ -46,17 +56,21 @@ def check_same_data(student: Plan, teacher: Plan, where: str) -> None:
 
 def load_teacher(plan: Plan, device: torch.device) -> nn.Module:
     """The teacher named in ``plan.distill`` in eval mode on ``device``, without gradients."""
-    from medlens.train.checkpoint import load_weights
-    from medlens.train.loop import build_model_for
-
     if plan.distill is None:
         raise ConfigError("the plan has no distill section", hint="set distill.teacher")
-    run = trained_run(plan.distill.teacher, "teacher")
-    recipe = load_plan(run.plan)
-    check_same_data(plan, recipe, str(run.root))
-    recipe = recipe.model_copy(
-        update={"model": recipe.model.model_copy(update={"pretrained": False})}
+    teacher = Run.open(Path(plan.distill.teacher).expanduser().resolve(), role="teacher")
+    check_same_data(plan, teacher.plan, str(teacher.root))
+    model, _ = teacher.load_model(device)
+    return model.requires_grad_(False)
+
+
+def distillation_loss(plan: Plan, ds: ArrayDataset, device: torch.device) -> BatchLoss:
+    """The student's batch loss: its plan's loss mixed with the teacher's soft targets, the
+    teacher seeing the very augmented batch the student sees."""
+    d = plan.distill
+    if d is None:
+        raise ConfigError("the plan has no distill section", hint="set distill.teacher")
+    teacher = load_teacher(plan, device)
+    return DistillationLoss(
+        teacher, task_loss(plan, ds).to(device), d.alpha, d.temperature, plan.data.task
     )
-    model = build_model_for(recipe, device)
-    load_weights(run.best, model)
-    return model.eval().requires_grad_(False)

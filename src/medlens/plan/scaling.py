@@ -1,7 +1,7 @@
 """The planner's device-aware rules: batch size from GPU memory, learning-rate scaling, compile.
 
 Pure functions of the dataset's numbers and a :class:`DeviceFacts`, so that they are testable
-without a GPU (``medlens.train.device.device_facts`` reads the facts of the GPU at hand).
+without a GPU (``medlens.device.device_facts`` reads the facts of the GPU at hand).
 
 Memory rule: a training step holds the activations saved for the backward pass, per image
 ``bytes_per_pixel(model) * pixels``. The constants below were measured on the CPU in fp32 with

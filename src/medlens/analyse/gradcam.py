@@ -22,9 +22,9 @@ from monai.visualize.class_activation_maps import ModelWithHooks
 from monai.visualize.visualizer import default_upsampler
 from torch import nn
 
+from medlens.analyse.layers import TargetLayer
+from medlens.analyse.maps import unit_scale
 from medlens.errors import ModelError
-from medlens.explain.layers import TargetLayer
-from medlens.explain.maps import unit_scale
 
 # exp(score) only scales each Grad-CAM++ map by a positive factor (undone by unit_scale), so
 # the score is clamped below exp's float32 overflow.

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from medlens.analyse.robustness import arrays_for, kept_modes, transformed_probabilities
 from medlens.config import Plan
 from medlens.data.augment import augment_batch, is_geometric
 from medlens.errors import ConfigError, ModelError
 from medlens.evaluate.metrics import TASKS, predict_labels
-from medlens.evaluate.robustness import arrays_for, kept_modes, transformed_probabilities
 
 _EPS = 1e-12
 

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from medlens.analyse.gradcam import grad_cam
+from medlens.analyse.layers import choose_target_layer
+from medlens.analyse.rollout import attention_modules, attention_rollout
 from medlens.errors import ConfigError, DataError
-from medlens.explain.gradcam import grad_cam
-from medlens.explain.layers import choose_target_layer
-from medlens.explain.rollout import attention_modules, attention_rollout
 
 METHODS = ("gradcam", "gradcam++", "rollout")
 

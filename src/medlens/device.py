@@ -7,7 +7,7 @@ import contextlib
 import torch
 
 from medlens.errors import ConfigError
-from medlens.plan_scaling import DeviceFacts
+from medlens.plan.scaling import DeviceFacts
 
 
 def resolve_device(name: str = "auto") -> torch.device:

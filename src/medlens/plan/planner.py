@@ -23,7 +23,7 @@ from medlens.config import (
     validate_plan,
 )
 from medlens.data.fingerprint import Fingerprint
-from medlens.plan_scaling import DeviceFacts, choose_compile, choose_gpu_batch, scale_lr
+from medlens.plan.scaling import DeviceFacts, choose_compile, choose_gpu_batch, scale_lr
 
 # Modalities whose images have no canonical orientation: flips and 90-degree turns are safe.
 ORIENTATION_FREE = (

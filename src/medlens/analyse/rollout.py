@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medlens.analyse.maps import unit_scale
 from medlens.errors import ModelError
-from medlens.explain.maps import unit_scale
 
 HEAD_FUSIONS = ("mean", "max")
 

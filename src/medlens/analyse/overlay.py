@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -71,18 +73,30 @@ def save_side_by_side(
 ) -> Path:
     """Write a PNG of the image and its overlay side by side (original | overlay).
 
-    Small images are enlarged by a whole factor (nearest neighbour) until their longer side is
-    at least ``min_size`` pixels, so that a 28 px image stays readable.
+    Small images are enlarged as :func:`enlarged` does.
     """
-    original, overlay = image_and_overlay(image, cam, alpha)
+    small = image_and_overlay(image, cam, alpha)
+    original, overlay = (enlarged(part, min_size) for part in small)
     h, w = original.shape[:2]
-    factor = max(1, -(-min_size // max(h, w)))
-    gap = 4 * factor
-    canvas = np.full((h * factor, 2 * w * factor + gap, 3), 255, dtype=np.uint8)
+    gap = 4 * (h // small[0].shape[0])  # 4 pixels of the original image
+    canvas = np.full((h, 2 * w + gap, 3), 255, dtype=np.uint8)
     for i, part in enumerate((original, overlay)):
-        big = np.repeat(np.repeat(part, factor, axis=0), factor, axis=1)
-        x0 = i * (w * factor + gap)
-        canvas[:, x0 : x0 + w * factor] = big
+        x0 = i * (w + gap)
+        canvas[:, x0 : x0 + w] = part
     path = Path(path)
     Image.fromarray(canvas).save(path)
     return path
+
+
+def enlarged(rgb: np.ndarray, min_size: int = 160) -> np.ndarray:
+    """An RGB image enlarged by a whole factor (nearest neighbour) until its longer side is at
+    least ``min_size`` pixels, so that a 28 px image stays readable."""
+    factor = max(1, -(-min_size // max(rgb.shape[:2])))
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+
+
+def png_data_uri(rgb: np.ndarray, min_size: int = 160) -> str:
+    """An RGB uint8 image as a PNG ``data:`` URI, enlarged as :func:`enlarged` does."""
+    buf = io.BytesIO()
+    Image.fromarray(enlarged(rgb, min_size)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

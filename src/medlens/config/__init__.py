@@ -1,0 +1,51 @@
+"""The plan (recipe) as validated pydantic models, with YAML in and out.
+
+``plan`` holds the plan and its sections; ``preprocess`` the section that says how files become
+arrays (window presets included), so that nothing here depends on the code that applies it.
+"""
+
+from medlens.config.plan import (
+    PLAN_VERSION,
+    AugmentConfig,
+    DataConfig,
+    DistillConfig,
+    EvaluateConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    Plan,
+    PruneConfig,
+    ScheduleConfig,
+    TrainConfig,
+    apply_overrides,
+    dump_plan,
+    load_plan,
+    parse_set_options,
+    save_plan,
+    validate_plan,
+)
+from medlens.config.preprocess import WINDOW_PRESETS, PreprocessConfig, parse_window
+
+__all__ = [
+    "PLAN_VERSION",
+    "WINDOW_PRESETS",
+    "AugmentConfig",
+    "DataConfig",
+    "DistillConfig",
+    "EvaluateConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "Plan",
+    "PreprocessConfig",
+    "PruneConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_plan",
+    "load_plan",
+    "parse_set_options",
+    "parse_window",
+    "save_plan",
+    "validate_plan",
+]

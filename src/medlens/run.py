@@ -1,0 +1,515 @@
+"""The run directory as an object: every file a stage reads or writes, and what they hold.
+
+::
+
+    runs/<name>/
+      plan.yaml  fingerprint.json  env.json  log.txt  curves.csv
+      checkpoints/best.safetensors  checkpoints/last.safetensors
+      metrics.json  predictions.csv  trust.json  calibration.json  tensorboard/
+      robustness.json  uncertainty.json  gallery/         (medlens analyse)
+      report.html  model_card.md  figures/               (medlens report)
+
+A stage opens a run once (:meth:`Run.open` checks it) or creates one (:meth:`Run.create`), and
+reads everything through it: the plan and fingerprint (loaded once), the data the plan was made
+for (:meth:`Run.data`), the trained model (:meth:`Run.load_model`), calibration, metrics and
+predictions. A file that is missing is a :class:`~medlens.errors.CheckpointError` naming it and
+the command that writes it.
+
+>>> run = Run.open("runs/breastmnist-small_cnn")  # doctest: +SKIP
+>>> run.plan.model.name, run.metrics()["test"]["auc"]  # doctest: +SKIP
+('small_cnn', 0.87)
+
+Nothing here imports torch at import time: the CLI opens and checks runs before it loads the
+heavy libraries.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medlens.config import Plan, load_plan, save_plan
+from medlens.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from medlens.data.dataset import ArrayDataset
+    from medlens.progress import Reporter
+
+# which command writes each file a stage may need (named in the error when it is missing)
+_WRITERS = {
+    "plan.yaml": "medlens train",
+    "fingerprint.json": "medlens train",
+    "metrics.json": "medlens evaluate RUN",
+    "trust.json": "medlens evaluate RUN",
+    "predictions.csv": "medlens evaluate RUN",
+    "calibration.json": "medlens evaluate RUN",
+    "curves.csv": "medlens train",
+    "robustness.json": "medlens analyse RUN",
+    "uncertainty.json": "medlens analyse RUN",
+    "gallery.json": "medlens analyse RUN",
+}
+
+
+class Run:
+    """One run directory. ``Run(path)`` only names it; :meth:`open` and :meth:`create` check.
+
+    ``plan``: the plan the run holds, when the caller has it already (it is not read again).
+    """
+
+    def __init__(self, root: str | Path, plan: Plan | None = None) -> None:
+        self.root = Path(root)
+        self._data: ArrayDataset | None = None
+        if plan is not None:
+            self.__dict__["plan"] = plan  # what the cached property would read from plan.yaml
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and self.root == other.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    # ----------------------------------------------------------------------------------- paths
+    @property
+    def plan_file(self) -> Path:
+        return self.root / "plan.yaml"
+
+    @property
+    def fingerprint_file(self) -> Path:
+        return self.root / "fingerprint.json"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "log.txt"
+
+    @property
+    def curves_file(self) -> Path:
+        return self.root / "curves.csv"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def trust_file(self) -> Path:
+        return self.root / "trust.json"
+
+    @property
+    def calibration_file(self) -> Path:
+        """Temperature and conformal threshold that ``predict`` applies to new cases."""
+        return self.root / "calibration.json"
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.safetensors"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.safetensors"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def robustness_file(self) -> Path:
+        return self.root / "robustness.json"
+
+    @property
+    def uncertainty_file(self) -> Path:
+        return self.root / "uncertainty.json"
+
+    @property
+    def gallery_dir(self) -> Path:
+        """Saliency overlays of the most confident right and wrong test cases."""
+        return self.root / "gallery"
+
+    @property
+    def gallery_file(self) -> Path:
+        return self.gallery_dir / "gallery.json"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
+    # ---------------------------------------------------------------------------- open/create
+    @classmethod
+    def open(cls, path: str | Path, *, trained: bool = True, role: str = "run") -> Run:
+        """An existing run, checked: the folder, its plan.yaml and (``trained``) its best weights.
+
+        ``role`` names the run in errors ("teacher", "run").
+        """
+        run = cls(Path(path).expanduser())
+        who = "" if role == "run" else f"{role} "
+        if not run.root.is_dir():
+            raise CheckpointError(
+                f"{who}{run.root} does not exist: it is not a medlens run",
+                hint="pass the run directory of a trained model (`medlens train ... --output DIR`)",
+            )
+        if not run.plan_file.is_file():
+            raise CheckpointError(
+                f"{who}{run.root} is not a medlens run (no plan.yaml)",
+                hint="pass the run directory that `medlens train` wrote",
+            )
+        if trained and not run.best.is_file():
+            raise CheckpointError(
+                f"{who}{run.root} has no trained weights ({run.best} is missing)",
+                hint="train the run first (`medlens train --resume --output DIR` continues it)",
+            )
+        return run
+
+    @classmethod
+    def create(
+        cls, path: str | Path, plan: Plan, fingerprint: dict[str, Any], env: dict[str, Any]
+    ) -> Run:
+        """A new run: refuses a folder that already holds training results, then writes
+        plan.yaml, fingerprint.json and env.json."""
+        run = cls(path, plan)
+        run.check_new()
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_plan(plan, run.plan_file)
+        write_json(run.fingerprint_file, fingerprint)
+        write_json(run.env_file, env)
+        return run
+
+    def has_training(self) -> bool:
+        return self.last.exists() or self.best.exists()
+
+    def check_new(self) -> None:
+        """Refuse to overwrite a run that already holds training results."""
+        if self.has_training() or self.metrics_file.exists():
+            raise ConfigError(
+                f"{self.root} already holds a trained run",
+                hint="add --resume to continue it, or choose another --output",
+            )
+
+    def check_resumable(self) -> None:
+        """A run to continue must have its training state (``checkpoints/last.safetensors``)."""
+        if not self.last.is_file():
+            raise ConfigError(
+                f"nothing to resume in {self.root} (no checkpoints/last.safetensors)",
+                hint="drop --resume to start a new run",
+            )
+
+    # ------------------------------------------------------------------------------- contents
+    @cached_property
+    def plan(self) -> Plan:
+        """The run's plan.yaml, validated (loaded once)."""
+        return load_plan(self.plan_file)
+
+    @cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """fingerprint.json: what the training data is."""
+        return self.read_json(self.fingerprint_file)
+
+    def read_json(self, path: Path) -> Any:
+        """A JSON file of the run, or a CheckpointError naming it and the command that writes it."""
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            writer = _WRITERS.get(path.name, "the stage that writes it").replace(
+                "RUN", str(self.root)
+            )
+            raise CheckpointError(f"{path} is missing", hint=f"run `{writer}` first") from None
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(
+                f"{path} is not valid JSON ({exc})", hint="the file is damaged; write it again"
+            ) from None
+
+    def metrics(self) -> dict[str, Any]:
+        return self.read_json(self.metrics_file)
+
+    def trust(self) -> dict[str, Any]:
+        return self.read_json(self.trust_file)
+
+    def env(self) -> dict[str, Any]:
+        """env.json, or an empty dict for a run written without one."""
+        return self.read_json(self.env_file) if self.env_file.is_file() else {}
+
+    def calibration(self) -> dict[str, Any]:
+        """calibration.json, or no calibration (T = 1, no sets) before evaluation."""
+        if self.calibration_file.is_file():
+            return self.read_json(self.calibration_file)
+        return {"task": self.plan.data.task, "temperature": 1.0}
+
+    def input_shape(self) -> tuple[int, ...]:
+        """The spatial shape the run's model takes, (H, W) or (D, H, W)."""
+        return tuple(self.fingerprint["image_shape"])
+
+    def checkpoint_digest(self) -> str | None:
+        """SHA-256 of best.safetensors: what analyses and exports record as their source."""
+        return file_digest(self.best)
+
+    def split_predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+        """(labels, uncalibrated probabilities) of one split, from predictions.csv, in order."""
+        names, task = self.plan.data.label_names, self.plan.data.task
+        if not self.predictions_file.is_file():
+            self.read_json(self.predictions_file)  # the error naming the missing file
+        with self.predictions_file.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["split"] == split]
+        probs = np.array([[float(r[f"p_{n}"]) for n in names] for r in rows], dtype=np.float64)
+        if task == "multi-label":
+            y = np.array([[n in r["label"].split(";") for n in names] for r in rows], dtype=int)
+        else:
+            y = np.array([names.index(r["label"]) for r in rows], dtype=np.int64)
+        return y, probs.reshape(len(rows), len(names))
+
+    def curves(self) -> list[dict[str, str]]:
+        """curves.csv rows (one per epoch), or none before the first epoch."""
+        if not self.curves_file.is_file():
+            return []
+        with self.curves_file.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    # ----------------------------------------------------------------------- data and model
+    def use_data(self, ds: ArrayDataset) -> None:
+        """Give the run the dataset a caller already loaded for its plan (checked to fit)."""
+        check_plan_fits(self.plan, ds)
+        self._data = ds
+
+    def data(
+        self,
+        data_dir: str | None = None,
+        download: bool = True,
+        reporter: Reporter | None = None,
+    ) -> ArrayDataset:
+        """The data the run's plan was made for (the cache makes this cheap), loaded once."""
+        if self._data is None:
+            ds = load_plan_data(self.plan, data_dir, download, reporter)
+            check_plan_fits(self.plan, ds)
+            self._data = ds
+        return self._data
+
+    def load_model(self, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The run's best weights in its plan's model, in eval mode on ``device``; and the info
+        stored with them (epoch, val AUC)."""
+        from medlens.models.build import build_model
+        from medlens.models.checkpoint import load_weights
+
+        if not self.best.is_file():
+            raise CheckpointError(f"{self.best} is missing", hint="train the run first")
+        model = build_model(self.plan, device, pretrained=False)
+        info = load_weights(self.best, model)
+        return model.eval(), info
+
+    def logger(self) -> logging.Logger:
+        return file_logger(self)
+
+    def write_json(self, path: Path, data: Any) -> None:
+        write_json(path, data)
+
+
+# ------------------------------------------------------------------------ plan and its data
+def source_options(fields: dict[str, Any], preprocess=None, seed: int = 0):
+    """:class:`~medlens.data.labelled.SourceOptions` from plan-style fields."""
+    from medlens.data.labelled import SourceOptions
+
+    names = SourceOptions.__dataclass_fields__
+    return SourceOptions(
+        **{k: v for k, v in fields.items() if k in names and k not in ("preprocess", "seed")},
+        preprocess=preprocess,
+        seed=seed,
+    )
+
+
+def load_plan_data(
+    plan: Plan,
+    data_dir: str | None = None,
+    download: bool = True,
+    reporter: Reporter | None = None,
+) -> ArrayDataset:
+    """Reload exactly the data a plan was made for (the cache makes this cheap)."""
+    from medlens.data.sources import load_dataset
+
+    d = plan.data
+    return load_dataset(
+        d.source,
+        data_dir=data_dir or d.data_dir,
+        size=d.size,
+        download=download,
+        on_progress=getattr(reporter, "cache_progress", None),
+        # splits are drawn with seed 0 as when the plan was made, never with the training
+        # seed: runs of one plan with other seeds must share their test split
+        options=source_options(d.model_dump(), d.preprocess),
+    )
+
+
+def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
+    """The plan must describe this data, and its model must take it (checked before any write)."""
+    d = recipe.data
+    found = {
+        "task": ds.task,
+        "in_chans": ds.in_chans,
+        "n_classes": ds.n_classes,
+        "spatial_dims": ds.spatial_dims,
+    }
+    wrong = [
+        f"data.{k} is {getattr(d, k)} but the data has {v}"
+        for k, v in found.items()
+        if getattr(d, k) != v
+    ]
+    if wrong:
+        raise ConfigError(
+            "the plan does not fit the data: " + "; ".join(wrong),
+            hint="make a new plan with `medlens plan` for this dataset",
+        )
+    positive = recipe.evaluate.positive_class
+    if positive is not None and (d.task != "binary" or positive not in d.label_names):
+        raise ConfigError(
+            f"evaluate.positive_class {positive!r} is not a class of this binary task",
+            hint=f"use one of {d.label_names}" if d.task == "binary" else "leave it unset",
+        )
+    if recipe.evaluate.subgroups:
+        from medlens.evaluate.subgroups import subgroup_columns
+
+        meta = ds.splits["test"].meta
+        if meta is None:
+            raise ConfigError(
+                "evaluate.subgroups names columns, but this data has no metadata columns",
+                hint="subgroups come from extra columns of a CSV/Parquet manifest",
+            )
+        subgroup_columns(meta, recipe.evaluate.subgroups)
+    for path in (recipe.model.weights, recipe.model.init):
+        if path:
+            from medlens.models.weights import weights_file
+
+            weights_file(path)  # a missing file fails now, not after the data is cached
+    from medlens.models.registry import model_spatial_dims
+
+    dims = 3 if recipe.model.slices else model_spatial_dims(recipe.model.name)
+    if dims != ds.spatial_dims:
+        raise ConfigError(
+            f"model {recipe.model.name} is {dims}D but the data is {ds.spatial_dims}D",
+            hint="see `medlens models` for models of the right kind",
+        )
+
+
+# --------------------------------------------------------------------------- files and logs
+def default_run_name(dataset: str, model: str) -> str:
+    return f"{Path(dataset).stem}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Dict rows as a CSV file (every key a column, in order of appearance), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def file_digest(path: Path) -> str | None:
+    """SHA-256 (hex) of a file, or None when it does not exist."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment(seed: int, device: str) -> dict[str, Any]:
+    """Versions, hardware, command line and seed: what a reproduction needs."""
+    import torch
+
+    versions = {}
+    for pkg in (
+        "medlens",
+        "torch",
+        "torchvision",
+        "timm",
+        "monai",
+        "numpy",
+        "scikit-learn",
+        "safetensors",
+        "medmnist",
+    ):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": versions,
+        "medlens_git_commit": _git_commit(),
+        "device": device,
+        "gpu": gpu,
+        "cpu_threads": torch.get_num_threads(),
+        "seed": seed,
+    }
+
+
+def file_logger(run: Run) -> logging.Logger:
+    """A logger that appends to the run's log.txt (one per run directory)."""
+    logger = logging.getLogger(f"medlens.run.{run.root.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        run.root.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+    return logger
+
+
+def close_log(run: Run) -> None:
+    """Close the run's log.txt handler (one is kept open per run directory, which a long
+    search or cross-validation would otherwise pile up)."""
+    logger = logging.getLogger(f"medlens.run.{run.root.resolve()}")
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)
