@@ -6,21 +6,9 @@ when a service is built, so training never needs them.
 
 from __future__ import annotations
 
-from medlens.errors import ConfigError
+from medlens.serve.packages import require_serve
 
-
-def require_serve() -> None:
-    """Raise ConfigError naming the extra when fastapi, uvicorn or python-multipart is missing."""
-    import importlib
-
-    for name in ("fastapi", "uvicorn", "python_multipart"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            raise ConfigError(
-                f"medlens serve needs {name.replace('_', '-')}, which is not installed",
-                hint='pip install "medlens[serve]"',
-            ) from None
+__all__ = ["require_serve", "serve"]
 
 
 def serve(run_dir, **options) -> None:

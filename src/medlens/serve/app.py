@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from medlens.errors import MedlensError, UploadError
-from medlens.serve import require_serve
+from medlens.serve.packages import require_serve
 from medlens.serve.model import DEFAULT_MAX_PIXELS, ServedModel
 from medlens.serve.upload import FIELD, file_field, read_body
 
