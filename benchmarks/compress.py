@@ -96,20 +96,17 @@ def build_runs(args) -> tuple[dict[str, Path], dict[str, float]]:
 
 def measure(runs: dict[str, Path], args) -> dict[str, dict]:
     """Parameters, MACs, test scores and best-of-rounds CPU speed of each run's best model."""
-    from medlens.rundir import RunDir
-
-    from medlens.api import _load_for_plan, _load_model
+    from medlens.api import Run
     from medlens.compress.measure import count_macs, cpu_speed, normalised, test_scores
-    from medlens.config import load_plan
     from medlens.models.registry import count_parameters
 
     cpu = torch.device("cpu")
     models, rows = {}, {}
     for label, path in runs.items():
-        run = RunDir(path)
-        plan = load_plan(run.plan)
-        ds = _load_for_plan(plan, args.data_dir, True)
-        model, _ = _load_model(run, plan, cpu)
+        run = Run.open(path)
+        plan = run.plan
+        ds = run.data(args.data_dir)
+        model, _ = run.load_model(cpu)
         inputs = normalised(plan, ds.splits["test"].images[:64])
         models[label] = (model, inputs, plan.train.channels_last)
         rows[label] = {

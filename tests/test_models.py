@@ -240,7 +240,7 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     def no_probe(timeout: float = 3.0) -> bool:
         raise AssertionError("the Hub must not be probed in offline mode")
 
-    monkeypatch.setattr(registry, "_hub_reachable", no_probe)
+    monkeypatch.setattr(registry, "hub_reachable", no_probe)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet18_medmnist"])
@@ -260,7 +260,7 @@ def test_unreachable_hub_fails_fast(monkeypatch: pytest.MonkeyPatch, tmp_path) -
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(registry, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(registry, "hub_reachable", lambda timeout=3.0: False)
     start = time.monotonic()
     with pytest.raises(ModelError, match="pretrained weights for resnet18"):
         create_model("resnet18", in_chans=3, num_classes=2, pretrained=True)
@@ -274,7 +274,7 @@ def test_failed_download_from_any_source(monkeypatch: pytest.MonkeyPatch) -> Non
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(registry, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(registry, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(builder, "load_pretrained", fail)
     with pytest.raises(ModelError, match="offline"):
         create_model("efficientnet_b0", in_chans=3, num_classes=2, pretrained=True)
@@ -288,7 +288,7 @@ def test_medmnist_pretrained_keeps_stages_fresh_stem(monkeypatch: pytest.MonkeyP
             for p in model.parameters():
                 p.fill_(0.5)
 
-    monkeypatch.setattr(registry, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(registry, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(builder, "load_pretrained", fake_weights)
     model = create_model("resnet18_medmnist", in_chans=1, num_classes=2, pretrained=True)
     assert torch.all(model.layer1[0].conv1.weight == 0.5)

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def format_seconds(seconds: float) -> str:
+    """``75`` -> ``"1 min 15 s"``; ``4000`` -> ``"1 h 6 min"``.
+
+    >>> format_seconds(42), format_seconds(75), format_seconds(4000)
+    ('42 s', '1 min 15 s', '1 h 6 min')
+    """
+    if not math.isfinite(seconds):
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 class Reporter(Protocol):
@@ -15,6 +32,7 @@ class Reporter(Protocol):
     def message(self, text: str) -> None: ...
     def cache_progress(self, done: int, total: int) -> None: ...
     def stop(self) -> None: ...
+    def heartbeat(self, text: str) -> None: ...
 
 
 class SilentReporter:
@@ -36,6 +54,9 @@ class SilentReporter:
         pass
 
     def stop(self) -> None:
+        pass
+
+    def heartbeat(self, text: str) -> None:
         pass
 
 
@@ -84,6 +105,12 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+    def heartbeat(self, text: str) -> None:
+        """A progress line within a long epoch: printed where no progress bar shows (a pipe,
+        nohup, a batch scheduler's log)."""
+        if not self.console.is_terminal:
+            self.console.print(text, highlight=False)
 
     def stop(self) -> None:
         """Stop a bar left running by an epoch that failed (a NaN loss): rich allows one live

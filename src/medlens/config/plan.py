@@ -10,16 +10,35 @@ Every field can be overridden from the command line with ``--set section.field=v
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medlens.config.preprocess import PreprocessConfig
 from medlens.errors import ConfigError
 
 PLAN_VERSION = 1
+
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str | float) -> float:
+    """``"20m"``, ``"1h30m"``, ``"90s"``, ``"45"`` (seconds) -> seconds.
+
+    >>> parse_duration("20m"), parse_duration("1h30m"), parse_duration("90")
+    (1200.0, 5400.0, 90.0)
+    """
+    if not isinstance(text, str):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|min|m|s)?", text.strip().lower())
+    joined = "".join(f"{n}{u}" for n, u in parts)
+    if not parts or joined != re.sub(r"\s+", "", text.strip().lower()):
+        raise ValueError(f"{text!r} is not a duration: write e.g. 20m, 1h30m, 90s or 45 (seconds)")
+    return float(sum(float(n) * _UNITS[u or "s"] for n, u in parts))
 
 
 class _Section(BaseModel):
@@ -54,7 +73,12 @@ class ModelConfig(_Section):
     """The network: any timm name, or medlens' own (see ``medlens models``)."""
 
     name: str
-    pretrained: bool = Field(False, description="ImageNet weights from the model hub (online)")
+    pretrained: bool | Literal["auto"] = Field(
+        False,
+        description="ImageNet weights of the timm model: true, false, or auto (used when they "
+        "are in the local Hugging Face cache or can be downloaded; the planner resolves auto "
+        "and says which in plan.notes)",
+    )
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     weights: str | None = Field(
         None,
@@ -81,7 +105,7 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _one_start(self) -> ModelConfig:
-        if self.weights and self.pretrained:
+        if self.weights and self.pretrained is True:
             raise ValueError(
                 "pretrained (from the hub) and weights (a local file) exclude each other: set one"
             )
@@ -195,6 +219,23 @@ class TrainConfig(_Section):
         description="torch.compile the training forward (the planner turns it on for long GPU "
         "runs); checkpoints and evaluation use the plain model",
     )
+    budget: float | None = Field(
+        None,
+        gt=0.0,
+        description="wall-time budget in seconds for training and evaluation (--budget 20m): "
+        "the planner chooses resolution, model and epochs to fit it",
+    )
+    estimated_seconds: float | None = Field(
+        None,
+        ge=0.0,
+        description="the planner's estimate of training + evaluation time, measured on the "
+        "machine that made the plan (the log compares it with the real time)",
+    )
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
 
 class EvaluateConfig(_Section):

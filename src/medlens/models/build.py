@@ -19,6 +19,19 @@ def plan_image_size(plan: Plan) -> int | None:
     return plan.data.size
 
 
+def use_pretrained(plan: Plan) -> bool:
+    """Whether the plan's model starts from ImageNet weights: ``model.pretrained``, with
+    ``auto`` resolved (weights in the local cache or downloadable, and no ``model.weights``)."""
+    wanted = plan.model.pretrained
+    if wanted != "auto":
+        return bool(wanted)
+    if plan.model.weights or plan.model.init or plan.data.spatial_dims != 2:
+        return False
+    from medlens.models.weights import pretrained_source
+
+    return pretrained_source(plan.model.name)[0] in ("cache", "hub")
+
+
 def build_model(
     plan: Plan, device: torch.device, *, pretrained: bool | None = None
 ) -> torch.nn.Module:
@@ -32,7 +45,7 @@ def build_model(
         in_chans=plan.data.in_chans,
         num_classes=plan.data.n_classes,
         spatial_dims=plan.data.spatial_dims,
-        pretrained=plan.model.pretrained if pretrained is None else pretrained,
+        pretrained=use_pretrained(plan) if pretrained is None else pretrained,
         drop_rate=plan.model.drop_rate,
         img_size=plan.model.img_size or plan_image_size(plan),
         slices=plan.model.slices,

@@ -395,7 +395,7 @@ def _check_args(in_chans: int, num_classes: int, spatial_dims: int, drop_rate: f
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether a TCP connection to the Hugging Face Hub opens within ``timeout`` seconds.
 
     Behind a proxy a direct connection says nothing, so the Hub is then assumed reachable.
@@ -423,7 +423,7 @@ def _hub_offline_if_unreachable() -> Iterator[None]:
     """
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or _hub_reachable():
+    if constants.HF_HUB_OFFLINE or hub_reachable():
         yield
         return
     constants.HF_HUB_OFFLINE = True

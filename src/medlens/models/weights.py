@@ -181,3 +181,47 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> LoadReport:
     report.reinitialised += [k for k in head if k not in state]
     model.load_state_dict(new_state)
     return report
+
+
+# --- ImageNet weights from the model hub: are they obtainable here? ---------------------------
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm asks the Hub for, in order
+
+
+def hub_weights(name: str) -> tuple[str, str] | None:
+    """(Hugging Face repo, file) of timm's default pretrained weights for ``name``, or None for a
+    model timm has no hub weights for (medlens' own models, unknown names)."""
+    import timm
+
+    if not timm.is_model(name) or not timm.models.is_model_pretrained(name):
+        return None
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    return repo, getattr(cfg, "hf_hub_filename", None) or HUB_FILES[0]
+
+
+def pretrained_source(name: str) -> tuple[str | None, str]:
+    """Where ImageNet weights for the timm model ``name`` would come from: ``("cache", why)``
+    when the local Hugging Face cache holds them (the layout timm reads), ``("hub", why)``
+    when the Hub is reachable to download them, ``(None, why)`` when neither, and
+    ``("none", why)`` for a model that has no such weights (medlens' own models).
+
+    >>> pretrained_source("resnet18")  # doctest: +SKIP
+    ('cache', 'timm/resnet18.a1_in1k in the local Hugging Face cache')
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from medlens.models.registry import hub_reachable
+
+    found = hub_weights(name)
+    if found is None:
+        return "none", f"{name} has no ImageNet weights"
+    repo, first = found
+    for filename in dict.fromkeys((first, *HUB_FILES)):
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return "cache", f"{repo} in the local Hugging Face cache"
+    if not constants.HF_HUB_OFFLINE and hub_reachable():
+        return "hub", f"{repo} downloadable from the Hugging Face Hub"
+    return None, f"{repo} is not in the local cache and the Hub cannot be reached"

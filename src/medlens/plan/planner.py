@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
+
+import yaml
 
 from medlens.config import (
     AugmentConfig,
@@ -37,6 +40,17 @@ ORIENTATION_FREE = (
 _TARGET_STEPS = {"cuda": 8000, "cpu": 1500}
 _EPOCH_RANGE = {"cuda": (15, 100), "cpu": (10, 40)}
 IMBALANCE_THRESHOLD = 0.10
+# Fine-tuning ImageNet weights: a quarter of the from-scratch learning rate and half its epochs
+# (within _FINETUNE_EPOCH_RANGE). Pretrained features need small steps to be kept, not learned
+# again, and converge in fewer epochs: the usual transfer-learning practice (e.g. timm's and
+# torchvision's fine-tuning recipes use 5-10x lower rates than their from-scratch ones).
+FINETUNE_LR_FACTOR = 0.25
+FINETUNE_EPOCH_FACTOR = 0.5
+_FINETUNE_EPOCH_RANGE = {"cuda": (8, 50), "cpu": (5, 20)}
+
+WeightsSource = Callable[[str], tuple[str | None, str]]
+"""``source(model name) -> (where, why)``: where ImageNet weights come from, "cache" or "hub";
+None when they cannot be had here, "none" for a model that has none."""
 
 
 def choose_model(fp: Fingerprint, device: str) -> tuple[str, str]:
@@ -53,6 +67,42 @@ def choose_model(fp: Fingerprint, device: str) -> tuple[str, str]:
     return "resnet18", f"{size} px: timm's ResNet-18"
 
 
+def _override(overrides: dict[str, Any] | None, key: str, default: Any) -> Any:
+    """The value ``--set key=...`` gives (parsed as YAML, as apply_overrides does), or default."""
+    if not overrides or overrides.get(key) is None:
+        return default
+    value = overrides[key]
+    return yaml.safe_load(value) if isinstance(value, str) and value else value
+
+
+def choose_pretrained(
+    fp: Fingerprint,
+    model: str,
+    wanted: bool | str,
+    weights_file: str | None,
+    source: WeightsSource | None,
+) -> tuple[bool, str]:
+    """(start from ImageNet weights?, reason): ``model.pretrained: auto`` uses them for 2D
+    images whenever they are obtainable (in the local cache or downloadable)."""
+    if weights_file:
+        return True, f"weights from {weights_file} (model.weights): fine-tuned"
+    if fp.spatial_dims != 2 or wanted is False:
+        why = "3D data" if fp.spatial_dims != 2 else "model.pretrained is false"
+        return False, f"{why}: trained from scratch"
+    where, why = source(model) if source is not None else (None, "no weights were looked up")
+    grey = "; grey images: timm sums the RGB stem to one channel" if fp.in_chans == 1 else ""
+    if wanted is True:
+        return True, f"ImageNet weights, as asked ({why}){grey}"
+    if where == "none":
+        return False, f"trained from scratch ({why})"
+    if where is None:
+        return False, (
+            f"trained from scratch: {why}; give ImageNet weights with "
+            "--set model.weights=FILE (.safetensors or .pth)"
+        )
+    return True, f"ImageNet weights ({why}), fine-tuned{grey}"
+
+
 def choose_batch_size(fp: Fingerprint) -> int:
     size = max(fp.image_shape)
     if fp.spatial_dims == 3:
@@ -60,10 +110,16 @@ def choose_batch_size(fp: Fingerprint) -> int:
     return 128 if size <= 128 else 64
 
 
-def choose_epochs(n_train: int, batch_size: int, device: str) -> int:
+def choose_epochs(n_train: int, batch_size: int, device: str, pretrained: bool = False) -> int:
+    """About the target number of optimizer steps, clipped to the device's epoch range; half
+    that (in a lower range) when fine-tuning pretrained weights."""
     steps_per_epoch = max(1, n_train // batch_size)
     lo, hi = _EPOCH_RANGE[device]
-    return int(min(hi, max(lo, round(_TARGET_STEPS[device] / steps_per_epoch))))
+    epochs = min(hi, max(lo, round(_TARGET_STEPS[device] / steps_per_epoch)))
+    if pretrained:
+        lo, hi = _FINETUNE_EPOCH_RANGE[device]
+        epochs = min(hi, max(lo, round(epochs * FINETUNE_EPOCH_FACTOR)))
+    return int(epochs)
 
 
 def choose_augment(fp: Fingerprint) -> tuple[AugmentConfig, str]:
@@ -198,6 +254,7 @@ def make_plan(
     size: int | None = None,
     overrides: dict[str, Any] | None = None,
     source_fields: dict[str, Any] | None = None,
+    weights_source: WeightsSource | None = None,
 ) -> Plan:
     """The default recipe for ``fp`` on ``device``, with overrides applied.
 
@@ -214,9 +271,25 @@ def make_plan(
     facts = device if isinstance(device, DeviceFacts) else DeviceFacts(kind=device, name=device)
     device = facts.kind
     model, model_why = choose_model(fp, device)
+    if _override(overrides, "model.name", model) != model:
+        model = _override(overrides, "model.name", model)
+        model_why = f"{model}, set with --set model.name"
+    pretrained, pretrained_why = choose_pretrained(
+        fp,
+        model,
+        _override(overrides, "model.pretrained", "auto"),
+        _override(overrides, "model.weights", None),
+        weights_source,
+    )
     ref_batch = choose_batch_size(fp)
-    epochs = choose_epochs(fp.n_images["train"], ref_batch, device)
+    epochs = choose_epochs(fp.n_images["train"], ref_batch, device, pretrained)
     batch, lr, compile_on, scaling_notes = choose_scaling(fp, model, ref_batch, epochs, facts)
+    if pretrained:
+        lr *= FINETUNE_LR_FACTOR
+        scaling_notes.append(
+            f"fine-tuning: lr x{FINETUNE_LR_FACTOR:g} ({lr:.2g}) and x{FINETUNE_EPOCH_FACTOR:g} "
+            "the epochs of training from scratch"
+        )
     augment, augment_why = choose_augment(fp)
     loss, loss_why = choose_loss(fp)
     evaluate, evaluate_why = choose_evaluate(fp)
@@ -235,7 +308,9 @@ def make_plan(
             preprocess=fp.metadata.get("preprocess"),
             **(source_fields or {}),
         ),
-        model=ModelConfig(name=model),
+        model=ModelConfig(
+            name=model, pretrained=pretrained and not _override(overrides, "model.weights", None)
+        ),
         augment=augment,
         loss=loss,
         optim=OptimConfig(name="adamw", lr=lr, weight_decay=0.05),
@@ -250,9 +325,11 @@ def make_plan(
         evaluate=evaluate,
         notes=[
             f"model: {model_why}",
+            f"weights: {pretrained_why}",
             *scaling_notes,
             f"{epochs} epochs: about {_TARGET_STEPS[device]} optimizer steps on {device}, "
-            f"clipped to {_EPOCH_RANGE[device]}",
+            f"clipped to {_EPOCH_RANGE[device]}"
+            + (", halved for fine-tuning" if pretrained else ""),
             f"augment: {augment_why}",
             f"loss: {loss_why}",
             "normalisation: per-channel mean/std of the training images",

@@ -22,8 +22,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from medlens.errors import MedlensError, UploadError
-from medlens.serve.packages import require_serve
 from medlens.serve.model import DEFAULT_MAX_PIXELS, ServedModel
+from medlens.serve.packages import require_serve
 from medlens.serve.upload import FIELD, file_field, read_body
 
 log = logging.getLogger("medlens.serve")

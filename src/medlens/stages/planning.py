@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from medlens.config import Plan
@@ -14,8 +15,23 @@ from medlens.data.fingerprint import Fingerprint, fingerprint
 from medlens.data.sources import load_dataset
 from medlens.errors import ConfigError
 from medlens.plan import make_plan
-from medlens.progress import Reporter
+from medlens.plan.budget import (
+    LONG_CPU_RUN_S,
+    MIN_EPOCHS_FINETUNE,
+    MIN_EPOCHS_SCRATCH,
+    Estimate,
+    StepCosts,
+    candidate_sides,
+    check_budget,
+    epochs_within,
+    estimate_run,
+    too_small,
+)
+from medlens.progress import Reporter, format_seconds
 from medlens.run import source_options
+
+# a lighter model the budget may fall back on, per planner default (2D, 64 px and up)
+LIGHTER_MODEL = {"resnet18": "resnet10t"}
 
 # the CLI's shortcut flags and the plan fields they set
 FLAG_FIELDS = {
@@ -72,9 +88,16 @@ def plan_dataset(
     download: bool = True,
     source_fields: dict[str, Any] | None = None,
     reporter: Reporter | None = None,
+    estimate: bool = True,
 ) -> tuple[Plan, Fingerprint, ArrayDataset]:
-    """The default recipe for ``source`` on ``device``, with ``overrides`` applied."""
+    """The default recipe for ``source`` on ``device``, with ``overrides`` applied.
+
+    ``train.budget`` (``--budget 20m``) fits resolution, model and epochs to the budget on this
+    machine; ``estimate`` measures the plan's wall time here (a few training steps of its
+    model) and writes it to ``train.estimated_seconds`` and ``plan.notes``.
+    """
     from medlens.device import device_facts, resolve_device
+    from medlens.models.weights import pretrained_source
     from medlens.train.distributed import ranks
 
     fields = source_fields or {}
@@ -90,36 +113,195 @@ def plan_dataset(
     overrides = dict(overrides or {})
     overrides.setdefault("train.device", device)
     # the GPU's name and memory set the batch size and lr (the global batch, over all ranks)
-    facts = device_facts(resolve_device(str(overrides["train.device"])), ranks().world)
+    torch_device = resolve_device(str(overrides["train.device"]))
+    facts = device_facts(torch_device, ranks().world)
     is_medmnist = "medmnist_flag" in fp.metadata
 
-    def recipe_for(fp: Fingerprint) -> Plan:
+    def recipe_for(fp: Fingerprint, extra: dict[str, Any]) -> Plan:
         return make_plan(
             fp,
             device=facts,
             data_dir=data_dir,
             size=size if is_medmnist else None,
-            overrides=overrides,
+            overrides={**overrides, **extra},
             source_fields=fields,
+            weights_source=pretrained_source,
         )
 
-    recipe = recipe_for(fp)
-    chosen = recipe.data.preprocess
-    if chosen is not None and chosen.model_dump(mode="json") != fp.metadata.get("preprocess"):
-        # --set data.preprocess.* changed how files become arrays: cache them that way, and
-        # take the fingerprint (and so the normalisation statistics) from that data
-        ds = load_dataset(
-            source,
-            size=size,
-            options=source_options(fields, chosen),
-            on_progress=_progress(reporter),
-        )
-        fp = fingerprint(ds)
-        recipe = recipe_for(fp)
+    def planned(extra: dict[str, Any]) -> tuple[Plan, Fingerprint, ArrayDataset]:
+        """The recipe with ``extra`` fields, on data cached as that recipe says."""
+        nonlocal ds, fp
+        recipe = recipe_for(fp, extra)
+        chosen = recipe.data.preprocess
+        if chosen is not None and chosen.model_dump(mode="json") != fp.metadata.get("preprocess"):
+            # the plan changed how files become arrays (--set data.preprocess.*, a budget's
+            # resolution): cache them that way, and take the fingerprint (and so the
+            # normalisation statistics) from that data
+            ds = load_dataset(
+                source,
+                size=size,
+                options=source_options(fields, chosen),
+                on_progress=_progress(reporter),
+            )
+            fp = fingerprint(ds)
+            recipe = recipe_for(fp, extra)
+        return recipe, fp, ds
+
+    recipe, fp, ds = planned({})
     from medlens.models.registry import model_spatial_dims
 
     model_spatial_dims(recipe.model.name)  # `medlens plan` refuses an unknown model, as train does
+    budget = recipe.train.budget
+    check_budget(budget)
+    notes: list[str] = []
+    choice: dict[str, Any] = {}
+    if budget is not None:
+        choice, notes = budget_choice(recipe, fp, ds, torch_device)
+        recipe, fp, ds = planned(choice)
+    if estimate or budget is not None:
+        costs = measure_plan(recipe, ds, torch_device)
+        fit = epochs_within(budget, costs, **_counts(recipe, ds)) if budget else 0
+        if 1 <= fit < recipe.train.epochs:  # measured at the chosen size: fewer epochs fit
+            recipe, fp, ds = planned({**choice, "train.epochs": fit})
+            notes.append(f"budget: {fit} epochs once measured at this size")
+        recipe = recipe.model_copy(update={"notes": [*recipe.notes, *notes]})
+        runtime = estimate_run(costs, epochs=recipe.train.epochs, **_counts(recipe, ds))
+        recipe = with_estimate(recipe, runtime, torch_device.type)
     return recipe, fp, ds
+
+
+def _counts(recipe: Plan, ds: ArrayDataset) -> dict[str, int]:
+    return {
+        "n_train": len(ds.splits["train"]),
+        "n_val": len(ds.splits["val"]),
+        "n_test": len(ds.splits["test"]),
+        "batch_size": recipe.train.batch_size,
+    }
+
+
+def measure_plan(recipe: Plan, ds: ArrayDataset, device) -> StepCosts:
+    """The plan's unit costs here, from a short measured probe of its model."""
+    from medlens.stages.train import batch_loss_for
+    from medlens.train.probe import measure_costs
+
+    return measure_costs(recipe, ds, device, batch_loss=batch_loss_for(recipe, ds))
+
+
+def estimate_plan(recipe: Plan, ds: ArrayDataset, device) -> Estimate:
+    """The plan's training and evaluation wall time here, from a short measured probe."""
+    costs = measure_plan(recipe, ds, device)
+    return estimate_run(costs, epochs=recipe.train.epochs, **_counts(recipe, ds))
+
+
+def with_estimate(recipe: Plan, estimate: Estimate, device_kind: str) -> Plan:
+    """The plan with its estimate in ``train.estimated_seconds`` and ``plan.notes``."""
+    notes = [f"estimate on this machine ({device_kind}): {estimate.text()}"]
+    budget = recipe.train.budget
+    if budget is None and device_kind == "cpu" and estimate.seconds > LONG_CPU_RUN_S:
+        notes.append(
+            f"this CPU plan takes over an hour ({format_seconds(estimate.seconds)}): "
+            "--budget 20m (or any time) fits resolution, model and epochs to it"
+        )
+    train = recipe.train.model_copy(update={"estimated_seconds": round(estimate.seconds, 1)})
+    return recipe.model_copy(update={"train": train, "notes": [*recipe.notes, *notes]})
+
+
+def _scaled(costs: StepCosts, ratio: float) -> StepCosts:
+    """Costs at ``ratio`` times the pixels: per-image work scales with them."""
+    return dataclasses.replace(
+        costs,
+        train_s_per_image=costs.train_s_per_image * ratio,
+        eval_s_per_image=costs.eval_s_per_image * ratio,
+    )
+
+
+def budget_choice(
+    recipe: Plan, fp: Fingerprint, ds: ArrayDataset, device
+) -> tuple[dict[str, Any], list[str]]:
+    """Plan fields (resolution, model, epochs) that fit ``train.budget``, and why.
+
+    The largest side (not above the data's own size, unless the budget allows the full recipe
+    at 224 px) that still trains the planner's epochs, or at least a minimum of epochs (6 from
+    scratch, 3 fine-tuning); then fewer epochs; then a lighter model. Costs are measured at
+    the largest side and scaled by pixels for the others; the chosen side is measured again.
+    """
+    from medlens.stages.train import batch_loss_for
+    from medlens.train.probe import measure_costs
+
+    budget = float(recipe.train.budget)
+    counts = _counts(recipe, ds)
+    target = recipe.train.epochs
+    finetune = recipe.model.pretrained is True or bool(recipe.model.weights)
+    least = min(target, MIN_EPOCHS_FINETUNE if finetune else MIN_EPOCHS_SCRATCH)
+    pre = recipe.data.preprocess
+    real = _real_side(fp)
+    if pre is None or recipe.data.spatial_dims != 2:
+        sides: list[int | None] = [None]  # arrays that come sized (MedMNIST), or volumes
+    else:
+        sides = list(candidate_sides(min(pre.size[-1], real), allow_larger=real < 224))
+    models = [recipe.model.name]
+    if recipe.model.name in LIGHTER_MODEL and recipe.model.weights is None:
+        models.append(LIGHTER_MODEL[recipe.model.name])
+    fallback: tuple[int, str, int | None] | None = None  # (epochs, model, side) below `least`
+    cheapest = None
+    for model in models:
+        plan = recipe if model == recipe.model.name else _with_model(recipe, model)
+        loss = batch_loss_for(plan, ds)
+        top = sides[0]
+        base = measure_costs(plan, ds, device, shape=_shape(top), batch_loss=loss)
+        for side in sides:
+            costs = base if side == top else _scaled(base, (side / top) ** 2)
+            epochs = epochs_within(budget, costs, **counts)
+            cheapest = estimate_run(costs, epochs=1, **counts)
+            upsampled = side is not None and side > real
+            if epochs >= (target if upsampled else least):
+                if side != top:  # measure the chosen resolution itself
+                    costs = measure_costs(plan, ds, device, shape=_shape(side), batch_loss=loss)
+                    epochs = epochs_within(budget, costs, **counts)
+                if epochs >= 1:
+                    return _choice(recipe, model, side, min(target, epochs), budget)
+            if not upsampled and epochs >= 1 and (fallback is None or epochs > fallback[0]):
+                fallback = (epochs, model, side)
+    if fallback is not None:  # fewer epochs than the minimum: the most that fit
+        epochs, model, side = fallback
+        return _choice(recipe, model, side, epochs, budget)
+    what = f"{models[-1]}" + (f" at {sides[-1]} px" if sides[-1] else "")
+    raise too_small(budget, cheapest, what)
+
+
+def _choice(
+    recipe: Plan, model: str, side: int | None, epochs: int, budget: float
+) -> tuple[dict[str, Any], list[str]]:
+    fields: dict[str, Any] = {"train.epochs": epochs}
+    why = [
+        f"{epochs} epochs"
+        + (f" (of the planner's {recipe.train.epochs})" if epochs < recipe.train.epochs else "")
+    ]
+    if side is not None and recipe.data.preprocess is not None:
+        fields["data.preprocess.size"] = [side, side]
+        why.append(f"{side} px")
+    if model != recipe.model.name:
+        fields["model.name"] = model
+        why.append(f"{model} (lighter than {recipe.model.name})")
+    return fields, [
+        f"budget {format_seconds(budget)}: " + ", ".join(why) + " fit it on this machine"
+    ]
+
+
+def _with_model(recipe: Plan, model: str) -> Plan:
+    return recipe.model_copy(update={"model": recipe.model.model_copy(update={"name": model})})
+
+
+def _shape(side: int | None) -> tuple[int, int] | None:
+    return None if side is None else (side, side)
+
+
+def _real_side(fp: Fingerprint) -> int:
+    """The shorter side of the data's median original size (its own resolution)."""
+    size = (fp.metadata or {}).get("original_size", {}).get("median")
+    if size:
+        return int(min(size[:2]))
+    return int(min(fp.image_shape))
 
 
 def describe(fp: Fingerprint, recipe: Plan) -> list[str]:
@@ -133,10 +315,14 @@ def describe(fp: Fingerprint, recipe: Plan) -> list[str]:
         if on
     ]
     geometric.append(f"rotate {aug.rotate_deg:g} deg, zoom {aug.scale[0]:g}-{aug.scale[1]:g}")
-    return [
+    lines = [
         f"data: {fp.name} ({fp.modality}), {fp.task}, {shape}, train {n['train']} / val "
         f"{n['val']} / test {n['test']}, smallest class {fp.minority_fraction:.1%}",
         f"plan: {recipe.model.name}, {recipe.train.epochs} epochs, batch "
         f"{recipe.train.batch_size}, {recipe.optim.name} lr {recipe.optim.lr:g} "
         f"({recipe.schedule.name}), loss {recipe.loss.name}, augment: {', '.join(geometric)}",
     ]
+    # the notes a user must see before a long run starts: weights, budget, time
+    shown = ("weights:", "budget", "estimate on this machine", "this CPU plan takes over")
+    lines += [note for note in recipe.notes if note.startswith(shown)]
+    return lines

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,16 @@ from medlens.config import Plan, apply_overrides, load_plan
 from medlens.data.dataset import ArrayDataset
 from medlens.data.fingerprint import fingerprint
 from medlens.errors import ConfigError
-from medlens.progress import Reporter, SilentReporter
+from medlens.progress import Reporter, SilentReporter, format_seconds
 from medlens.run import Run, check_plan_fits, default_run_name, environment, load_plan_data
 from medlens.stages.evaluate import evaluate_run
-from medlens.stages.planning import describe, flag_overrides, plan_dataset
+from medlens.stages.planning import (
+    describe,
+    estimate_plan,
+    flag_overrides,
+    plan_dataset,
+    with_estimate,
+)
 from medlens.train.loop import EpochCallback, FitResult, fit
 
 
@@ -126,6 +133,11 @@ def train(
                 )
             ds = load_plan_data(recipe, data_dir, download, reporter)
             fp = fingerprint(ds)
+            check_plan_fits(recipe, ds)
+            from medlens.device import resolve_device
+
+            device = resolve_device(recipe.train.device)  # the estimate is of this machine
+            recipe = with_estimate(recipe, estimate_plan(recipe, ds, device), device.type)
         elif source is None:
             raise ConfigError("no dataset given", hint="name one, e.g. medlens train breastmnist")
         else:
@@ -155,9 +167,23 @@ def train(
         for line in describe(fp, recipe):
             reporter.message(line)
     reporter.message(f"run directory: {run.root}")
+    start = time.perf_counter()
     result, _ = train_run(
         run, ds, resume=resume, reporter=reporter, callbacks=callbacks, evaluate=False
     )
     distributed.barrier(ranks)
     metrics = evaluate_run(run, ds=ds) if ranks.main else {}
+    if ranks.main and not resume:
+        line = timing_line(run.plan, time.perf_counter() - start)
+        run.logger().info(line)
+        reporter.message(line)
     return TrainResult(run_dir=run.root, plan=run.plan, fit=result, metrics=metrics)
+
+
+def timing_line(plan: Plan, seconds: float) -> str:
+    """``"time: 9 min 40 s for training and evaluation (predicted 10 min 2 s)"``."""
+    line = f"time: {format_seconds(seconds)} for training and evaluation"
+    predicted = plan.train.estimated_seconds
+    if predicted:
+        line += f" (predicted {format_seconds(predicted)}, {seconds / predicted:.0%} of it)"
+    return line

@@ -29,7 +29,7 @@ from medlens.evaluate.metrics import medmnist_acc, medmnist_auc
 from medlens.inference import predict_arrays
 from medlens.models.build import build_model
 from medlens.models.checkpoint import load_weights, save_weights
-from medlens.progress import Reporter, SilentReporter
+from medlens.progress import Reporter, SilentReporter, format_seconds
 from medlens.run import Run, file_logger
 from medlens.train import distributed
 from medlens.train.checkpoint import load_training_state, save_training_state
@@ -49,6 +49,33 @@ CURVE_FIELDS = (
     "images_per_s",
     "seconds",
 )
+
+
+HEARTBEAT_SECONDS = 60.0
+"""Within an epoch, at most this long passes without a progress line in log.txt (and on a
+console that is not a terminal, which shows no progress bar)."""
+
+
+class Heartbeat:
+    """Progress lines within an epoch: images done, images/s and the epoch's ETA."""
+
+    def __init__(self, start: float, total: int, every: float | None = None) -> None:
+        self.start = self.last = start
+        self.total = total
+        self.every = HEARTBEAT_SECONDS if every is None else every
+
+    def line(self, epoch: int, epochs: int, done: int) -> str | None:
+        """The line to show now, or None when the last one is recent."""
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return None
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        return (
+            f"epoch {epoch + 1}/{epochs}: {done}/{self.total} images, {rate:.1f} images/s, "
+            f"epoch ETA {format_seconds(eta)}"
+        )
 
 
 @dataclass
@@ -228,6 +255,7 @@ def fit(
             loss_sum = torch.zeros((), device=device)
             start = time.perf_counter()
             n_seen = 0
+            pulse = Heartbeat(start, steps_per_epoch * cfg.batch_size if drop_last else len(train))
             for x, y in train.batches(
                 batch_size,
                 shuffle=True,
@@ -250,6 +278,10 @@ def fit(
                 n_seen += x.shape[0]
                 # reading the loss forces a device sync; on a GPU only do it for the bar
                 reporter.batch_end(float(loss.detach()) if device.type == "cpu" else None)
+                line = pulse.line(epoch, cfg.epochs, n_seen * r.world)
+                if line is not None:  # a long epoch shows life in log.txt and in a pipe
+                    log.info(line)
+                    reporter.heartbeat(line)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
