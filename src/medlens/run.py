@@ -141,6 +141,11 @@ class Run:
         return self.root / "tensorboard"
 
     @property
+    def timing_file(self) -> Path:
+        """The predicted and the real time of training and evaluation."""
+        return self.root / "timing.json"
+
+    @property
     def robustness_file(self) -> Path:
         return self.root / "robustness.json"
 

@@ -144,7 +144,10 @@ def plan_dataset(
                 on_progress=_progress(reporter),
             )
             fp = fingerprint(ds)
-            recipe = recipe_for(fp, extra)
+            first, recipe = recipe, recipe_for(fp, extra)
+            # the planner's own resize is said by the first recipe only (the data now fits)
+            kept = [n for n in first.notes if n.startswith("data: resolution")]
+            recipe = recipe.model_copy(update={"notes": [*kept, *recipe.notes]})
         return recipe, fp, ds
 
     recipe, fp, ds = planned({})

@@ -174,9 +174,12 @@ def train(
     distributed.barrier(ranks)
     metrics = evaluate_run(run, ds=ds) if ranks.main else {}
     if ranks.main and not resume:
-        line = timing_line(run.plan, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        line = timing_line(run.plan, seconds)
         run.logger().info(line)
         reporter.message(line)
+        predicted = run.plan.train.estimated_seconds
+        run.write_json(run.timing_file, {"predicted_s": predicted, "actual_s": round(seconds, 1)})
     return TrainResult(run_dir=run.root, plan=run.plan, fit=result, metrics=metrics)
 
 

@@ -1,0 +1,85 @@
+"""Does the run end when the plan says it will? The chest X-ray folder under time budgets.
+
+Trains ``--data`` (default ``../shared/data/chest_xray``: 5,216 train and 624 test JPEGs,
+train/test folders, no val) with the default plan on this machine three times: ``--budget
+5m``, ``--budget 15m`` and no budget. Each row gives what the planner chose (model, size,
+epochs), the predicted and the real time of training and evaluation (``timing.json``, written
+by ``medlens train``) and the test ACC/AUC. The predicted time should be within 25% of the
+real one in every row. Building the image cache is not part of the budget: it is done once per
+dataset and size, before planning, and its time is printed apart.
+
+Run: python benchmarks/budget.py [--data DIR] [--budgets 5m 15m none] [--keep /tmp/budget]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(here.parent / "shared" / "data" / "chest_xray"))
+    parser.add_argument("--budgets", nargs="+", default=["5m", "15m", "none"])
+    parser.add_argument("--keep", default="/tmp/medlens-budget", help="runs go here")
+    args = parser.parse_args()
+
+    import torch
+
+    import medlens.api as ml
+
+    keep = Path(args.keep)
+    keep.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    ml.data_info(args.data)  # builds the cache at the default size, outside every budget
+    print(f"cache (default size): {time.perf_counter() - start:.0f} s", flush=True)
+    rows = []
+    for budget in args.budgets:
+        out = keep / f"budget-{budget}"
+        if not (out / "timing.json").is_file():
+            overrides = {} if budget == "none" else {"train.budget": budget}
+            began = time.perf_counter()
+            ml.train(args.data, output=out, device="cpu", overrides=overrides)
+            print(f"{budget}: command took {time.perf_counter() - began:.0f} s", flush=True)
+        run = ml.Run.open(out)
+        timing = json.loads(run.timing_file.read_text())
+        test = run.metrics()["test"]
+        plan = run.plan
+        side = plan.data.preprocess.size[-1] if plan.data.preprocess else "-"
+        rows.append(
+            {
+                "budget": budget,
+                "model": plan.model.name,
+                "size": side,
+                "epochs": plan.train.epochs,
+                "predicted_s": timing["predicted_s"],
+                "actual_s": timing["actual_s"],
+                "ratio": timing["actual_s"] / timing["predicted_s"],
+                "acc": test["acc"],
+                "auc": test["auc"],
+            }
+        )
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"\n{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}\n"
+    )
+    header = ("budget", "model", "size", "epochs", "predicted", "real", "real/predicted")
+    print("| " + " | ".join((*header, "test ACC", "test AUC")) + " |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['budget']} | {r['model']} | {r['size']} | {r['epochs']} | "
+            f"{r['predicted_s'] / 60:.1f} min | {r['actual_s'] / 60:.1f} min | {r['ratio']:.2f} | "
+            f"{r['acc']:.3f} | {r['auc']:.3f} |"
+        )
+    (keep / "budget.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
