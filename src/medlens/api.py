@@ -639,3 +639,47 @@ def tune(source: str, *, overrides: dict[str, Any] | None = None, **options: Any
 
     flags = {k: options.pop(k) for k in list(options) if k in _FLAG_FIELDS}
     return run_search(source, overrides={**(overrides or {}), **flag_overrides(**flags)}, **options)
+
+
+# ------------------------------------------------------------------- the other stages, by name
+# imported when called, so that importing the API stays as cheap as its first half
+def explain(run_dir: str | Path, inputs: Sequence[str | Path], output: str | Path, **options: Any):
+    """Saliency maps (Grad-CAM, Grad-CAM++, attention rollout) for image files with a trained
+    run; options: see :func:`medlens.explain.run.explain` (``method``, ``target_layer``...)."""
+    from medlens.explain import explain as explain_files
+
+    return explain_files(run_dir, inputs, output, **options)
+
+
+def export(run_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """ONNX (and INT8) export of the best checkpoint, checked against PyTorch; options: see
+    :func:`medlens.export.onnx_export.export_run`."""
+    from medlens.export import export_run
+
+    return export_run(run_dir, **options)
+
+
+def report(run_dir: str | Path, **options: Any) -> Path:
+    """The HTML report and model card of a run; options: see
+    :func:`medlens.report.build.build_report`."""
+    from medlens.report.build import build_report
+
+    return build_report(run_dir, **options)
+
+
+def serve(run_dir: str | Path, **options: Any) -> None:
+    """Serve a run over HTTP (needs ``pip install "medlens[serve]"``); options: see
+    :func:`medlens.serve.app.serve`."""
+    from medlens.serve import require_serve
+
+    require_serve()
+    from medlens.serve.app import serve as serve_run
+
+    serve_run(run_dir, **options)
+
+
+def models_table() -> list:
+    """medlens' own models and the literature's, with parameter counts (cached)."""
+    from medlens.models.catalogue import model_catalogue
+
+    return model_catalogue()
