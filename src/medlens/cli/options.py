@@ -208,6 +208,8 @@ class OptionGroup:
 
     def __call__(self, command: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(command, eval_str=True)
+        if self.param not in signature.parameters:
+            raise TypeError(f"{command.__name__} needs a parameter {self.param!r} for the group")
         kept = [p for name, p in signature.parameters.items() if name != self.param]
         added = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=alias, default=d)
