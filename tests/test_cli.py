@@ -21,40 +21,55 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        [],
-        ["data"],
-        ["data", "info"],
-        ["data", "list"],
-        ["plan"],
-        ["train"],
-        ["evaluate"],
-        ["predict"],
-        ["explain"],
-        ["report"],
-        ["models"],
+# per command: its key options and its example, which its --help must show
+HELP = {
+    (): ["plan", "train", "evaluate", "report", "predict", "explain", "models", "data"],
+    ("data",): ["info", "list", "fingerprint"],
+    ("data", "info"): ["--json", "--data-dir", "--label-column", "Example: medlens data info"],
+    ("data", "list"): ["--data-dir", "Example: medlens data list"],
+    ("plan",): ["--set", "--device", "--output", "--size", "Example: medlens plan breastmnist"],
+    ("train",): [
+        "--data-dir",
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--device",
+        "--init",
+        "--output",
+        "--plan",
+        "--resume",
+        "--set",
+        "--patient-column",
+        "Example: medlens train pneumoniamnist",
     ],
-)
+    ("evaluate",): [
+        "--json",
+        "--no-download",
+        "Run directory written by",
+        "Example: medlens evaluate runs/",
+    ],
+    ("predict",): ["--onnx", "--heatmaps", "Image files (PNG", "Example: medlens predict runs/"],
+    ("explain",): ["--method", "--layer", "--faithfulness", "Example: medlens explain runs/"],
+    ("report",): ["--no-robustness", "--gallery", "--refresh", "Example: medlens report runs/"],
+    ("models",): ["--timm", "Example: medlens models --timm"],
+    ("export",): ["--format", "--int8", "--opset", "Example: medlens export runs/"],
+    ("serve",): ["--port", "--api-key", "--max-upload-mb", "Example: medlens serve runs/"],
+    ("compare",): ["--models", "--seeds", "--threads", "Example: medlens compare breastmnist"],
+    ("tune",): ["--trials", "--pruner", "--storage", "Example: medlens tune breastmnist"],
+    ("distill",): ["--student", "--alpha", "--temperature", "Example: medlens distill runs/"],
+    ("prune",): ["--amount", "--importance", "--finetune-epochs", "Example: medlens prune runs/"],
+}
+
+
+@pytest.mark.parametrize("command", list(HELP), ids=lambda c: " ".join(c) or "medlens")
 def test_every_command_has_help(capsys, command):
     code, out, _ = run_cli(capsys, *command, "--help")
+    text = " ".join(out.split())
     assert code == 0 and "Usage:" in out
-    if command == ["train"]:
-        for option in (
-            "--data-dir",
-            "--model",
-            "--epochs",
-            "--batch-size",
-            "--lr",
-            "--seed",
-            "--device",
-            "--output",
-            "--plan",
-            "--resume",
-            "--set",
-        ):
-            assert option in out
+    for needle in HELP[command]:
+        assert needle in text, (command, needle)
 
 
 def test_data_info_and_list(capsys, medmnist_dir):
@@ -65,9 +80,14 @@ def test_data_info_and_list(capsys, medmnist_dir):
 
 
 def test_models_lists_own_models(capsys):
+    import timm
+
     code, out, _ = run_cli(capsys, "models", "--timm", "resnet1*")
+    text = " ".join(out.split())
     assert code == 0 and "resnet18_medmnist" in out and "small_cnn_3d" in out
-    assert "resnet18" in out
+    matching = timm.list_models("resnet1*")
+    assert "resnet18" in matching and "resnet18_medmnist" not in matching
+    assert f"{len(matching)} timm models match 'resnet1*': {', '.join(matching)}" in text
 
 
 def test_plan_file_then_train_with_it(capsys, medmnist_dir, tmp_path):

@@ -17,6 +17,7 @@ from medlens.compress.distill import distill_run as distill
 from medlens.compress.prune import prune_run as prune
 from medlens.config import Plan, apply_overrides, load_plan, save_plan
 from medlens.export.onnx_export import export_run as export
+from medlens.models.catalogue import model_catalogue as models_table
 from medlens.run import Run, check_plan_fits, load_plan_data
 from medlens.serve import serve
 from medlens.stages.analyse import analyse
@@ -48,6 +49,7 @@ __all__ = [
     "flag_overrides",
     "load_plan",
     "load_plan_data",
+    "models_table",
     "plan",
     "predict",
     "prune",

@@ -39,12 +39,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from medlens.config import Plan, load_plan, save_plan
 from medlens.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from medlens.data.dataset import ArrayDataset
@@ -276,6 +275,8 @@ class Run:
 
     def split_predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         """(labels, uncalibrated probabilities) of one split, from predictions.csv, in order."""
+        import numpy as np
+
         names, task = self.plan.data.label_names, self.plan.data.task
         if not self.predictions_file.is_file():
             self.read_json(self.predictions_file)  # the error naming the missing file

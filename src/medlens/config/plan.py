@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from medlens.config.preprocess import PreprocessConfig
 from medlens.errors import ConfigError
@@ -319,11 +330,11 @@ class Plan(_Section):
         return self
 
 
-def _format_validation_error(exc: ValidationError, where: str) -> str:
+def _format_validation_error(exc: ValidationError, where: str, field: str = "") -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "plan"
-        parts.append(f"{loc}: {err['msg']}")
+        loc = ".".join([field, *map(str, err["loc"])] if field else map(str, err["loc"]))
+        parts.append(f"{loc or 'plan'}: {err['msg']}")
     return f"{where}: " + "; ".join(parts)
 
 
@@ -422,6 +433,70 @@ def _set_dotted(data: dict, key: str, value: Any, created: list | None = None) -
     node[last] = value
 
 
+def _parse_value(key: str, value: Any) -> Any:
+    """A ``--set`` value as YAML scalar (``"5"`` -> 5, ``"[0.9, 1.1]"`` -> a list)."""
+    if not isinstance(value, str) or value == "":
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}={value!r}: cannot parse the value") from exc
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The section model of a field (``DataConfig``, ``PreprocessConfig | None``...), or None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+@cache
+def _plan_fields(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, FieldInfo]:
+    """Every dotted field of the plan, sections (optional ones too) and their fields."""
+    out: dict[str, FieldInfo] = {}
+    for name, info in (model or Plan).model_fields.items():
+        out[prefix + name] = info
+        section = _section(info.annotation)
+        if section is not None:
+            out.update(_plan_fields(section, f"{prefix}{name}."))
+    return out
+
+
+def check_override(key: str, value: Any) -> None:
+    """Refuse an override whose key is no plan field or whose value does not fit the field.
+
+    Needs no plan (nor data), so the CLI checks ``--set`` before it loads anything; the same
+    messages as :func:`apply_overrides`. Checks between fields (``Plan._consistent``...) wait
+    for the whole plan.
+
+    >>> check_override("train.epochs", "5")
+    >>> check_override("loss.nme", "focal")
+    Traceback (most recent call last):
+    ...
+    medlens.errors.ConfigError: unknown plan field 'loss.nme' (fix: did you mean loss.name?)
+    """
+    fields = _plan_fields()
+    parent, _, _ = key.rpartition(".")
+    if key not in fields:
+        if parent in fields and typing.get_origin(fields[parent].annotation) is dict:
+            return  # a key of a mapping field (prune.shapes.<layer>): the plan knows its keys
+        leaves = [k for k, info in fields.items() if _section(info.annotation) is None]
+        close = difflib.get_close_matches(key, leaves, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see plan.yaml for the fields"
+        raise ConfigError(f"unknown plan field {key!r}", hint=hint)
+    value = _parse_value(key, value)
+    info = fields[key]
+    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except ValidationError as exc:
+        raise ConfigError(
+            _format_validation_error(exc, "plan with overrides", field=key),
+            hint="correct those fields",
+        ) from exc
+
+
 def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
     """A new plan with dotted-key overrides applied and the whole plan validated again.
 
@@ -432,10 +507,5 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
     for key, value in overrides.items():
         if value is None:
             continue
-        if isinstance(value, str):
-            try:
-                value = yaml.safe_load(value) if value != "" else value
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"--set {key}={value!r}: cannot parse the value") from exc
-        _set_dotted(data, key, value, created)
+        _set_dotted(data, key, _parse_value(key, value), created)
     return validate_plan(data, where="plan with overrides")

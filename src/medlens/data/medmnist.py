@@ -1,7 +1,9 @@
 """MedMNIST v2 / MedMNIST+: the 12 2D and 6 3D datasets at every released size.
 
 Names, label names, task types and download checksums come from the ``medmnist`` package's
-metadata (``medmnist.info.INFO``), so they match the official release. Files are looked for in,
+metadata (``medmnist.info.INFO``), so they match the official release; that file is read
+without importing the package (its ``__init__`` imports torch), so names are checked at once.
+Files are looked for in,
 in order: the ``data_dir`` argument (``--data-dir``), the ``MEDLENS_DATA`` variable, then
 ``~/.medmnist``.
 
@@ -16,16 +18,18 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from medlens.data.dataset import ArrayDataset
-from medlens.data.npz import load_npz_dataset
 from medlens.errors import DataError, DatasetNotFoundError
+
+if TYPE_CHECKING:  # loading arrays needs numpy and pandas; names and specs need neither
+    from medlens.data.dataset import ArrayDataset
 
 SIZES_2D = (28, 64, 128, 224)
 SIZES_3D = (28, 64)
@@ -89,31 +93,33 @@ class MedMNISTSpec:
 
 
 def import_medmnist(submodule: str) -> ModuleType:
-    """``medmnist.<submodule>`` from the installed package.
-
-    A script run from a folder that holds its own ``medmnist.py`` (``benchmarks/medmnist.py``)
-    has that folder first on ``sys.path``, so ``import medmnist`` finds the script instead of
-    the package; then the script's module is dropped and the import retried without it.
-    """
-    try:
-        return importlib.import_module(f"medmnist.{submodule}")
-    except ModuleNotFoundError:
-        shadow = sys.modules.get("medmnist")
-        if shadow is None or hasattr(shadow, "__path__"):  # not shadowed: truly missing
-            raise
-    del sys.modules["medmnist"]
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if not (Path(p or ".") / "medmnist.py").is_file()]
-    try:
-        return importlib.import_module(f"medmnist.{submodule}")
-    finally:
-        sys.path[:] = saved
+    """``medmnist.<submodule>`` from the installed package (this imports torch)."""
+    return importlib.import_module(f"medmnist.{submodule}")
 
 
 @lru_cache(maxsize=1)
 def _info() -> dict:
-    """The official metadata: urls, MD5s, labels, tasks."""
-    return import_medmnist("info").INFO
+    """The official metadata: urls, MD5s, labels, tasks, from ``medmnist/info.py``.
+
+    The file is loaded by its location: ``import medmnist.info`` would first run
+    ``medmnist/__init__.py``, which imports torch (seconds) for the dataset classes.
+    """
+    package = importlib.util.find_spec("medmnist")
+    folders = package.submodule_search_locations if package is not None else None
+    if not folders:
+        found = f" ({package.origin} is not the package)" if package is not None else ""
+        raise DataError(
+            "the medmnist package, whose metadata names the MedMNIST datasets, is not "
+            f"installed{found}",
+            hint="pip install medmnist",
+        )
+    path = Path(next(iter(folders))) / "info.py"
+    info = importlib.util.spec_from_file_location("medlens_medmnist_info", path)
+    if info is None or info.loader is None or not path.is_file():
+        raise DataError(f"{path} is missing", hint="reinstall medmnist: pip install -U medmnist")
+    module = importlib.util.module_from_spec(info)
+    info.loader.exec_module(module)
+    return module.INFO
 
 
 def dataset_names() -> list[str]:
@@ -218,6 +224,8 @@ def load_medmnist(
     >>> ds.task, ds.image_shape, len(ds.splits["train"])  # doctest: +SKIP
     ('binary', (28, 28), 546)
     """
+    from medlens.data.npz import load_npz_dataset
+
     spec, size, path = locate(name, size, data_dir, allow_download)
     ds = load_npz_dataset(
         path,

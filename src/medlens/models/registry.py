@@ -10,7 +10,6 @@ timm and MONAI are imported inside functions only: both are slow to import, and 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import os
@@ -28,11 +27,14 @@ from medlens.models import (
     densenet3d,
     hybrid,
     mobilenet_medmnist,
+    names,
     resnet3d,
     resnet_medmnist,
     small_cnn,
 )
 from medlens.models import slices as slices_module
+from medlens.models.names import LITERATURE as LITERATURE  # re-exported: `medlens models`
+from medlens.models.names import OWN_MODELS, own_key, timm_name
 
 Builder = Callable[..., nn.Module]
 """``builder(*, in_chans, num_classes, pretrained, drop_rate) -> nn.Module``."""
@@ -60,77 +62,20 @@ def register_model(name: str, builder: Builder, spatial_dims: int, description: 
     _MODELS[name] = ModelSpec(name, builder, spatial_dims, description)
 
 
-register_model(
-    "resnet18_medmnist",
-    partial(resnet_medmnist.build, "resnet18_medmnist"),
-    2,
-    "ResNet-18 with a 3x3 stride-1 stem and no max-pool for 28 px images (MedMNIST)",
-)
-register_model(
-    "resnet50_medmnist",
-    partial(resnet_medmnist.build, "resnet50_medmnist"),
-    2,
-    "ResNet-50 with a 3x3 stride-1 stem and no max-pool for 28 px images (MedMNIST)",
-)
-register_model(
-    "mobilenetv3_small_medmnist",
-    partial(mobilenet_medmnist.build, "mobilenetv3_small_medmnist"),
-    2,
-    "MobileNetV3-Small with a stride-1 stem and first block for 28 px images (8x downsampling)",
-)
-register_model(
-    "small_cnn",
-    small_cnn.small_cnn,
-    2,
-    "small baseline CNN: 4 conv-BN-ReLU blocks (32-256 wide), 0.4 M parameters",
-)
-register_model(
-    "small_cnn_3d",
-    small_cnn.small_cnn_3d,
-    3,
-    "small baseline 3D CNN: 4 conv-BN-ReLU blocks (32-256 wide), 1.2 M parameters",
-)
-register_model(
-    "resnet18_3d",
-    partial(resnet3d.build, "resnet18_3d"),
-    3,
-    "MONAI 3D ResNet-18 with a 3^3 stride-1 stem and no max-pool for small volumes",
-)
-register_model(
-    "resnet50_3d",
-    partial(resnet3d.build, "resnet50_3d"),
-    3,
-    "MONAI 3D ResNet-50 with a 3^3 stride-1 stem and no max-pool for small volumes",
-)
-register_model(
-    "densenet121_3d",
-    densenet3d.build,
-    3,
-    "MONAI 3D DenseNet-121 (growth 32, blocks 6-12-24-16) for volumes",
-)
-register_model(
-    "cnn_transformer",
-    hybrid.build,
-    2,
-    "medlens hybrid: ResNet-18 stages 1-3 as tokens for a 4-layer transformer encoder",
-)
-
-#: The architectures of the literature, by the names medlens (timm, MONAI) knows them.
-LITERATURE: dict[str, str] = {
-    "vgg16": "VGG-16",
-    "resnet18": "ResNet-18",
-    "resnet50": "ResNet-50",
-    "densenet121": "DenseNet-121",
-    "efficientnet_b0": "EfficientNet-B0",
-    "efficientnet_b3": "EfficientNet-B3",
-    "mobilenetv3_large_100": "MobileNetV3-Large",
-    "mobilenetv3_small_100": "MobileNetV3-Small",
-    "convnext_tiny": "ConvNeXt-T",
-    "vit_small_patch16_224": "ViT-S/16",
-    "vit_base_patch16_224": "ViT-B/16",
-    "vit_small_r26_s32_224": "ResNet-26 + ViT-S hybrid (timm)",
-    "vit_base_r50_s16_224": "ResNet-50 + ViT-B hybrid (timm)",
+_BUILDERS: dict[str, Builder] = {
+    "resnet18_medmnist": partial(resnet_medmnist.build, "resnet18_medmnist"),
+    "resnet50_medmnist": partial(resnet_medmnist.build, "resnet50_medmnist"),
+    "mobilenetv3_small_medmnist": partial(mobilenet_medmnist.build, "mobilenetv3_small_medmnist"),
+    "small_cnn": small_cnn.small_cnn,
+    "small_cnn_3d": small_cnn.small_cnn_3d,
+    "resnet18_3d": partial(resnet3d.build, "resnet18_3d"),
+    "resnet50_3d": partial(resnet3d.build, "resnet50_3d"),
+    "densenet121_3d": densenet3d.build,
+    "cnn_transformer": hybrid.build,
 }
+# names, kinds and descriptions live in the torch-free models.names, which the CLI checks
+for _name, _own in OWN_MODELS.items():
+    register_model(_name, _BUILDERS[_name], _own.spatial_dims, _own.description)
 
 
 def list_models(spatial_dims: int | None = None) -> list[dict]:
@@ -150,6 +95,8 @@ def list_timm_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
 
     ``pretrained=True`` lists only names with pretrained weights (with their ``.tag``).
     """
+    if not pretrained:
+        return names.timm_models(pattern)  # the cached list: no timm import
     import timm
 
     return list(timm.list_models(pattern, pretrained=pretrained))
@@ -157,10 +104,10 @@ def list_timm_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
 
 def model_spatial_dims(name: str) -> int:
     """2 or 3: the kind of data a model takes (2 for every timm model)."""
-    spec = _MODELS.get(_own_key(name))
+    spec = _MODELS.get(own_key(name))
     if spec is not None:
         return spec.spatial_dims
-    if _timm_name(name) is not None:
+    if timm_name(name) is not None:
         return 2
     raise _unknown_model(name)
 
@@ -240,7 +187,7 @@ def _create(
         "pretrained": pretrained,
         "drop_rate": drop_rate,
     }
-    spec = _MODELS.get(_own_key(name))
+    spec = _MODELS.get(own_key(name))
     if spec is not None:
         if spec.spatial_dims != spatial_dims:
             raise _wrong_dims(spec.name, spec.spatial_dims, spatial_dims)
@@ -249,25 +196,25 @@ def _create(
         with _pretrained_download(spec.name, pretrained):
             return spec.builder(**kwargs)
 
-    timm_name = _timm_name(name)
-    if timm_name is None:
+    timm_id = timm_name(name)
+    if timm_id is None:
         raise _unknown_model(name)
     if spatial_dims != 2:
-        raise _wrong_dims(timm_name, 2, spatial_dims, source="timm")
+        raise _wrong_dims(timm_id, 2, spatial_dims, source="timm")
     import timm
 
-    if pretrained and not timm.models.is_model_pretrained(timm_name):
+    if pretrained and not timm.models.is_model_pretrained(timm_id):
         raise ModelError(
-            f"timm has no pretrained weights for {timm_name}",
+            f"timm has no pretrained weights for {timm_id}",
             hint="set pretrained to false, or pick a model listed by "
             "`timm.list_models(pretrained=True)`",
         )
-    cfg = timm.models.get_pretrained_cfg(timm_name)
+    cfg = timm.models.get_pretrained_cfg(timm_id)
     if img_size is not None and cfg is not None and getattr(cfg, "fixed_input_size", False):
         kwargs["img_size"] = img_size  # ViTs: position embeddings for this size
-    with _pretrained_download(timm_name, pretrained):
-        model = timm.create_model(timm_name, **kwargs)
-    _check_patches(timm_name, model, img_size)
+    with _pretrained_download(timm_id, pretrained):
+        model = timm.create_model(timm_id, **kwargs)
+    _check_patches(timm_id, model, img_size)
     return model
 
 
@@ -313,21 +260,6 @@ def parameter_count(name: str, spatial_dims: int | None = None) -> int:
 # --- name resolution and error messages ---------------------------------------------------
 
 
-def _own_key(name: str) -> str:
-    """Registry key for a user-typed name (case and surrounding spaces don't matter)."""
-    return name.strip().lower()
-
-
-def _timm_name(name: str) -> str | None:
-    """The timm name for ``name`` (exact, else lower-cased), or None if timm lacks it."""
-    import timm
-
-    for candidate in (name.strip(), name.strip().lower()):
-        if candidate and timm.is_model(candidate):
-            return candidate
-    return None
-
-
 def _names_for(spatial_dims: int) -> str:
     """Comma-separated names of medlens' own models for ``spatial_dims``-D data."""
     return ", ".join(m["name"] for m in list_models(spatial_dims))
@@ -344,31 +276,14 @@ def _wrong_dims(name: str, model_dims: int, data_dims: int, source: str = "medle
 
 
 def close_names(name: str, n: int = 5) -> list[str]:
-    """The ``n`` model names most like ``name``; medlens' own and the literature's first on a
-    tie (``efficientnet_bo`` -> ``efficientnet_b0`` before ``efficientnet_b8``)."""
-    import timm
-
-    key = _own_key(name)
-    preferred = [*_MODELS, *LITERATURE]
-    candidates = list(dict.fromkeys([*preferred, *timm.list_models()]))
-    matcher = difflib.SequenceMatcher(b=key)
-    scored = []
-    for rank, candidate in enumerate(candidates):
-        matcher.set_seq1(candidate)
-        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
-            bonus = 0.02 if rank < len(preferred) else 0.0
-            scored.append((matcher.ratio() + bonus, -rank, candidate))
-    return [c for score, _, c in sorted(scored, reverse=True)[:n] if score >= 0.6]
+    """The ``n`` model names most like ``name`` (see :func:`medlens.models.names.close_names`),
+    counting the models registered here."""
+    return names.close_names(name, n, own=_MODELS)
 
 
 def _unknown_model(name: str) -> ModelError:
     """ModelError for an unknown name, suggesting close medlens and timm names."""
-    close = close_names(name)
-    suggestion = f"did you mean {', '.join(close)}? " if close else ""
-    return ModelError(
-        f"unknown model {name!r}: neither a medlens model nor a timm model",
-        hint=f"{suggestion}`medlens models` lists the available models",
-    )
+    return names.unknown_model(name, own=_MODELS)
 
 
 def _check_args(in_chans: int, num_classes: int, spatial_dims: int, drop_rate: float) -> None:
