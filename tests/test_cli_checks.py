@@ -95,11 +95,11 @@ def _cases(tmp: Path) -> list[tuple[list, str]]:
         (["compare", "breastmnist", "--models", "small_cnn,resnt50"], "unknown model 'resnt50'"),
         (["distill", run, "--student", "mobilenetv3_smal"], "unknown model 'mobilenetv3_smal'"),
         # run directories
-        (["evaluate", "/nonexistent"], "/nonexistent is not a medlens run (no plan.yaml)"),
+        (["evaluate", "/nonexistent"], "/nonexistent does not exist: it is not a medlens run"),
         (["report", empty], f"{empty} is not a medlens run (no plan.yaml)"),
-        (["predict", untrained, notes], f"{untrained}/checkpoints/best.safetensors is missing"),
+        (["predict", untrained, notes], f"{untrained}/checkpoints/best.safetensors is missing)"),
         (["explain", empty, notes], "is not a medlens run"),
-        (["export", untrained], "best.safetensors is missing (fix: train the run first)"),
+        (["export", untrained], "best.safetensors is missing) (fix: train the run first"),
         (["serve", untrained], "best.safetensors is missing"),
         (["distill", tmp / "gone"], f"teacher {tmp / 'gone'} does not exist"),
         (["prune", untrained], f"run {untrained} has no trained weights"),
@@ -177,8 +177,7 @@ def _message(call) -> str:
 
 
 def test_choices_are_the_stages():
-    from medlens.explain.saliency import METHODS
-
+    from medlens.analyse.saliency import METHODS
     from medlens.cli import compare, compress, deploy, predict
     from medlens.compress.prune import IMPORTANCE
     from medlens.data.labelled import MANIFEST_SUFFIXES
@@ -193,11 +192,10 @@ def test_choices_are_the_stages():
 
 
 def test_choice_messages_are_the_stages():
-    from medlens.explain.saliency import check_method
-    from medlens.train.device import resolve_device
-
+    from medlens.analyse.saliency import check_method
     from medlens.cli import compress, deploy, predict
     from medlens.compress.prune import check_options
+    from medlens.device import resolve_device
 
     pairs = [
         (

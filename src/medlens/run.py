@@ -167,13 +167,13 @@ class Run:
 
     # ---------------------------------------------------------------------------- open/create
     @classmethod
-    def open(cls, path: str | Path, *, trained: bool = True, role: str = "run") -> Run:
+    def open(cls, path: str | Path, *, trained: bool = True, role: str | None = None) -> Run:
         """An existing run, checked: the folder, its plan.yaml and (``trained``) its best weights.
 
-        ``role`` names the run in errors ("teacher", "run").
+        ``role`` names the run in errors ("teacher", "run"), which otherwise name its folder.
         """
         run = cls(Path(path).expanduser())
-        who = "" if role == "run" else f"{role} "
+        who = f"{role} " if role else ""
         if not run.root.is_dir():
             raise CheckpointError(
                 f"{who}{run.root} does not exist: it is not a medlens run",

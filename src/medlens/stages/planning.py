@@ -151,9 +151,9 @@ def plan_dataset(
         return recipe, fp, ds
 
     recipe, fp, ds = planned({})
-    from medlens.models.registry import model_spatial_dims
+    from medlens.models.names import check_model_name
 
-    model_spatial_dims(recipe.model.name)  # `medlens plan` refuses an unknown model, as train does
+    check_model_name(recipe.model.name)  # an unknown model fails here, with close names
     budget = recipe.train.budget
     check_budget(budget)
     notes: list[str] = []
@@ -184,8 +184,8 @@ def _counts(recipe: Plan, ds: ArrayDataset) -> dict[str, int]:
 
 def measure_plan(recipe: Plan, ds: ArrayDataset, device) -> StepCosts:
     """The plan's unit costs here, from a short measured probe of its model."""
-    from medlens.stages.train import batch_loss_for
     from medlens.train.probe import measure_costs
+    from medlens.train.teacher import batch_loss_for
 
     return measure_costs(recipe, ds, device, batch_loss=batch_loss_for(recipe, ds))
 
@@ -228,8 +228,8 @@ def budget_choice(
     scratch, 3 fine-tuning); then fewer epochs; then a lighter model. Costs are measured at
     the largest side and scaled by pixels for the others; the chosen side is measured again.
     """
-    from medlens.stages.train import batch_loss_for
     from medlens.train.probe import measure_costs
+    from medlens.train.teacher import batch_loss_for
 
     budget = float(recipe.train.budget)
     counts = _counts(recipe, ds)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from medlens.stages.planning import (
     with_estimate,
 )
 from medlens.train.loop import EpochCallback, FitResult, fit
+from medlens.train.teacher import batch_loss_for
 
 
 @dataclass
@@ -35,16 +36,6 @@ class TrainResult:
     plan: Plan
     fit: FitResult
     metrics: dict[str, Any]
-
-
-def batch_loss_for(plan: Plan, ds: ArrayDataset) -> Callable | None:
-    """What makes the training loss for ``fit``: the distillation loss (with the teacher the
-    plan names) for a student, None (the plan's own loss) otherwise."""
-    if plan.distill is None:
-        return None
-    from medlens.train.teacher import distillation_loss
-
-    return lambda device: distillation_loss(plan, ds, device)
 
 
 def train_run(

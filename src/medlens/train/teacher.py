@@ -7,6 +7,7 @@ The training loop knows nothing of teachers: the stage that trains a student pas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,3 +75,11 @@ def distillation_loss(plan: Plan, ds: ArrayDataset, device: torch.device) -> Bat
     return DistillationLoss(
         teacher, task_loss(plan, ds).to(device), d.alpha, d.temperature, plan.data.task
     )
+
+
+def batch_loss_for(plan: Plan, ds: ArrayDataset) -> Callable[[torch.device], BatchLoss] | None:
+    """What makes the training loss for ``fit``: the distillation loss (with the teacher the
+    plan names) for a student, None (the plan's own loss) otherwise."""
+    if plan.distill is None:
+        return None
+    return lambda device: distillation_loss(plan, ds, device)
