@@ -55,18 +55,30 @@ SOURCE_FIELDS = (
     "path_column",
     "patient_column",
     "split_column",
+    "image_root",
+    "modality",
+    "drop_duplicates",
+    "val_fraction",
+    "split_seed",
     "skip_bad",
     "cache_dir",
 )
 
 
-def source_options(fields: dict[str, Any], preprocess=None, seed: int = 0):
-    """:class:`SourceOptions` from plan-style fields (``label_columns=[...]``, ...)."""
+def _absolute_root(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with image_root made absolute: the plan must find the images from anywhere."""
+    if not fields.get("image_root"):
+        return dict(fields)
+    return {**fields, "image_root": str(Path(fields["image_root"]).expanduser().resolve())}
+
+
+def source_options(fields: dict[str, Any], preprocess=None):
+    """:class:`SourceOptions` from plan-style fields (``label_columns=[...]``, ...); unset
+    (None) fields keep their defaults."""
     from medlens.data.labelled import SourceOptions
 
-    return SourceOptions(
-        **{k: v for k, v in fields.items() if k in SOURCE_FIELDS}, preprocess=preprocess, seed=seed
-    )
+    given = {k: v for k, v in _absolute_root(fields).items() if k in SOURCE_FIELDS}
+    return SourceOptions(**{k: v for k, v in given.items() if v is not None}, preprocess=preprocess)
 
 
 def _progress(reporter: Reporter | None):
@@ -114,7 +126,7 @@ def plan(
     reporter: Reporter | None = None,
 ) -> tuple[Plan, Fingerprint, ArrayDataset]:
     """The default recipe for ``source`` on ``device``, with ``overrides`` applied."""
-    fields = source_fields or {}
+    fields = _absolute_root(source_fields or {})
     ds = load_dataset(
         source,
         data_dir=data_dir,
