@@ -94,6 +94,39 @@ SplitCol = Annotated[
         show_default=False,
     ),
 ]
+ImageRoot = Annotated[
+    str | None,
+    typer.Option(
+        "--image-root",
+        help="Manifest: the folder its paths (or ids without an extension) are relative to "
+        "(default: the manifest's folder).",
+        show_default=False,
+    ),
+]
+Modality = Annotated[
+    str | None,
+    typer.Option(
+        "--modality",
+        help="x-ray, ct, mri, pet, nuclear-medicine, ultrasound, mammography, angiography, "
+        "dermoscopy, pathology, microscopy, fundus, oct, endoscopy or photo (default: guessed).",
+        show_default=False,
+    ),
+]
+DropDuplicates = Annotated[
+    bool,
+    typer.Option(
+        "--drop-duplicates",
+        help="Drop images identical to one in an earlier split (listed in a CSV in the cache).",
+    ),
+]
+ValFraction = Annotated[
+    float | None,
+    typer.Option(
+        "--val-fraction",
+        help="Train and test but no val: the fraction of train carved out as val (default 0.1).",
+        show_default=False,
+    ),
+]
 SkipBad = Annotated[
     bool,
     typer.Option(
@@ -145,7 +178,16 @@ def _root(
 
 
 def _source_fields(
-    label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+    label_column,
+    path_column,
+    patient_column,
+    split_column,
+    skip_bad,
+    cache_dir,
+    image_root=None,
+    modality=None,
+    drop_duplicates=False,
+    val_fraction=None,
 ) -> dict[str, Any]:
     return {
         "label_columns": label_column or None,
@@ -154,6 +196,10 @@ def _source_fields(
         "split_column": split_column,
         "skip_bad": skip_bad,
         "cache_dir": cache_dir,
+        "image_root": image_root,
+        "modality": modality,
+        "drop_duplicates": drop_duplicates,
+        "val_fraction": val_fraction,
     }
 
 
@@ -181,6 +227,10 @@ def data_info(
     path_column: PathCol = None,
     patient_column: PatientCol = None,
     split_column: SplitCol = None,
+    image_root: ImageRoot = None,
+    modality: Modality = None,
+    drop_duplicates: DropDuplicates = False,
+    val_fraction: ValFraction = None,
     skip_bad: SkipBad = False,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -189,7 +239,16 @@ def data_info(
     from medlens.progress import RichReporter
 
     fields = _source_fields(
-        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+        label_column,
+        path_column,
+        patient_column,
+        split_column,
+        skip_bad,
+        cache_dir,
+        image_root,
+        modality,
+        drop_duplicates,
+        val_fraction,
     )
     fp = api_data_info(
         dataset,
@@ -211,6 +270,8 @@ def _print_fingerprint(fp) -> None:
         f"{fp.in_chans} channel(s), {'x'.join(map(str, fp.image_shape))}"
     )
     console.print(f"source: {fp.source}")
+    for note in fp.metadata.get("notes", []):
+        console.print(f"- {escape(note)}", highlight=False)
     table = Table("class", "train", "val", "test", title="images per class")
     for i, name in enumerate(fp.label_names):
         table.add_row(name, *(str(fp.class_counts[s][i]) for s in ("train", "val", "test")))
@@ -245,11 +306,15 @@ def _print_fingerprint(fp) -> None:
             f"{meta['cache']}/skipped.csv"
         )
     d = fp.duplicates
+    within = ", ".join(f"{s} {n}" for s, n in d.within_split.items() if n)
     console.print(
-        f"identical images: {d.within_train} repeats within train, "
-        f"{d.across_splits} shared across splits"
+        f"identical images: {d.groups} group(s)"
+        + (f", inside one split ({within})" if within else "")
+        + f"; {d.across_splits} shared across splits"
         + (f" (e.g. {d.examples[0]})" if d.examples else "")
     )
+    if d.across_note():
+        console.print(f"[yellow]{escape(d.across_note())}[/yellow]")
     if d.near_across_splits is not None:
         console.print(
             f"near-identical images across splits (perceptual hash): "
@@ -308,6 +373,10 @@ def plan_cmd(
     path_column: PathCol = None,
     patient_column: PatientCol = None,
     split_column: SplitCol = None,
+    image_root: ImageRoot = None,
+    modality: Modality = None,
+    drop_duplicates: DropDuplicates = False,
+    val_fraction: ValFraction = None,
     skip_bad: SkipBad = False,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -317,7 +386,16 @@ def plan_cmd(
     from medlens.progress import RichReporter
 
     fields = _source_fields(
-        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+        label_column,
+        path_column,
+        patient_column,
+        split_column,
+        skip_bad,
+        cache_dir,
+        image_root,
+        modality,
+        drop_duplicates,
+        val_fraction,
     )
     recipe, _, _ = api_plan(
         dataset,
@@ -411,6 +489,10 @@ def train_cmd(
     path_column: PathCol = None,
     patient_column: PatientCol = None,
     split_column: SplitCol = None,
+    image_root: ImageRoot = None,
+    modality: Modality = None,
+    drop_duplicates: DropDuplicates = False,
+    val_fraction: ValFraction = None,
     skip_bad: SkipBad = False,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -423,7 +505,16 @@ def train_cmd(
 
     reporter = RichReporter(console)
     fields = _source_fields(
-        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+        label_column,
+        path_column,
+        patient_column,
+        split_column,
+        skip_bad,
+        cache_dir,
+        image_root,
+        modality,
+        drop_duplicates,
+        val_fraction,
     )
     try:
         result = api_train(
@@ -907,6 +998,10 @@ def compare_cmd(
     path_column: PathCol = None,
     patient_column: PatientCol = None,
     split_column: SplitCol = None,
+    image_root: ImageRoot = None,
+    modality: Modality = None,
+    drop_duplicates: DropDuplicates = False,
+    val_fraction: ValFraction = None,
     skip_bad: SkipBad = False,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -920,7 +1015,16 @@ def compare_cmd(
     from medlens.progress import RichReporter
 
     fields = _source_fields(
-        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+        label_column,
+        path_column,
+        patient_column,
+        split_column,
+        skip_bad,
+        cache_dir,
+        image_root,
+        modality,
+        drop_duplicates,
+        val_fraction,
     )
     try:
         result = compare(
@@ -1095,6 +1199,10 @@ def tune_cmd(
     path_column: PathCol = None,
     patient_column: PatientCol = None,
     split_column: SplitCol = None,
+    image_root: ImageRoot = None,
+    modality: Modality = None,
+    drop_duplicates: DropDuplicates = False,
+    val_fraction: ValFraction = None,
     skip_bad: SkipBad = False,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -1112,7 +1220,16 @@ def tune_cmd(
 
     require_optuna().logging.set_verbosity(30)  # warnings only: each trial gets our own line
     fields = _source_fields(
-        label_column, path_column, patient_column, split_column, skip_bad, cache_dir
+        label_column,
+        path_column,
+        patient_column,
+        split_column,
+        skip_bad,
+        cache_dir,
+        image_root,
+        modality,
+        drop_duplicates,
+        val_fraction,
     )
     try:
         result = tune(
