@@ -431,6 +431,7 @@ def test_cli_data_info_says_what_it_found(tmp_path, capsys):
     root = _split_folder(tmp_path / "Brain_MRI", {"Training": 20, "Testing": 5})
     assert main(["data", "info", str(root), "--size", "16"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert out.startswith("Brain_MRI mri, binary, 2D")
     assert "split folders read: Training as train, Testing as test" in out
     assert "0.1 of train carved out as val" in out and "modality mri: guessed" in out
     code = main(["data", "info", str(root), "--modality", "xrya"])
