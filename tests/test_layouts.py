@@ -378,6 +378,19 @@ def test_medlens_splits_keep_identical_images_together(tmp_path):
     assert fp.duplicates.groups == 10 and fp.duplicates.across_splits == 0
 
 
+def test_a_cache_built_before_image_hashes_gets_them_once(tmp_path):
+    root = _split_folder(tmp_path / "set", {"train": 10, "val": 3, "test": 3})
+    ds = load_dataset(str(root), size=16)
+    folder = Path(ds.metadata["cache"])
+    with np.load(folder / "arrays.npz") as f:
+        arrays = {k: f[k] for k in f.files if k != "hashes"}
+        stored = f["hashes"]
+    np.savez(folder / "arrays.npz", **arrays)  # as CACHE_VERSION 4 wrote it
+    again = load_cache(folder)
+    assert np.array_equal(again.hashes, stored) and (folder / "hashes.npy").is_file()
+    assert np.array_equal(load_cache(folder).hashes, stored)
+
+
 # --------------------------------------------------------------------------------- modality
 def test_modality_vocabulary():
     assert set(MODALITY_NAMES.values()) <= set(MODALITIES)

@@ -285,6 +285,21 @@ def _write_rows(images: np.ndarray, rows: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)  # atomic: several processes (ranks) may race to write it
 
 
+def _hashes_of_older_cache(folder: Path, images: np.ndarray) -> np.ndarray:
+    """A cache built before arrays.npz held image hashes: hashed once, kept in hashes.npy."""
+    path = folder / "hashes.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    hashes = image_hashes(images)
+    try:
+        tmp = folder / f"hashes.{os.getpid()}.tmp.npy"
+        np.save(tmp, hashes)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache: hashed again next time
+        pass
+    return hashes
+
+
 def load_cache(folder: Path) -> CachedData:
     """Open a finished cache folder (images memory-mapped)."""
     with np.load(folder / "arrays.npz", allow_pickle=False) as f:
@@ -294,8 +309,8 @@ def load_cache(folder: Path) -> CachedData:
         spacings = json.loads(str(f["spacings"]))
         hashes = f.get("hashes")
     images = np.load(folder / "images.npy", mmap_mode="r")
-    if hashes is None:  # a cache built before the hashes were stored
-        hashes = image_hashes(images)
+    if hashes is None:
+        hashes = _hashes_of_older_cache(folder, images)
     with (folder / "skipped.csv").open() as f:
         skipped = list(csv.DictReader(f))
     info = json.loads((folder / "info.json").read_text())
