@@ -25,7 +25,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from medlens.data.cache import build_cache
-from medlens.data.manifest import scan_folder
+from medlens.data.folders import scan_folder
 from medlens.data.preprocess import PreprocessConfig
 
 

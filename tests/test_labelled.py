@@ -224,14 +224,16 @@ def test_empty_class_folder_is_an_error(tmp_path):
 
 
 def _dicom_series(root: Path, n: int = 40) -> Path:
-    """CT_small.dcm copies whose class is a bright square (in Hounsfield units)."""
+    """CT_small.dcm copies whose class is a bright square (in Hounsfield units), each with its
+    own noise (identical copies would be kept in one split, as one group)."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     base = ds.pixel_array.astype(np.int16)
+    rng = np.random.default_rng(0)
     rows = []
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         y = i % 2
-        arr = base.copy()
+        arr = base + rng.normal(0, 30, base.shape).astype(np.int16)
         r = 8 if y else 40
         arr[r : r + 16, 20:36] += 600
         ds.PixelData = arr.tobytes()

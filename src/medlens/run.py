@@ -335,16 +335,21 @@ class Run:
 
 
 # ------------------------------------------------------------------------ plan and its data
-def source_options(fields: dict[str, Any], preprocess=None, seed: int = 0):
-    """:class:`~medlens.data.labelled.SourceOptions` from plan-style fields."""
+def absolute_root(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with image_root made absolute: the plan must find the images from anywhere."""
+    if not fields.get("image_root"):
+        return dict(fields)
+    return {**fields, "image_root": str(Path(fields["image_root"]).expanduser().resolve())}
+
+
+def source_options(fields: dict[str, Any], preprocess=None):
+    """:class:`~medlens.data.labelled.SourceOptions` from plan-style fields
+    (``label_columns=[...]``, ...); unset (None) fields keep their defaults."""
     from medlens.data.labelled import SourceOptions
 
-    names = SourceOptions.__dataclass_fields__
-    return SourceOptions(
-        **{k: v for k, v in fields.items() if k in names and k not in ("preprocess", "seed")},
-        preprocess=preprocess,
-        seed=seed,
-    )
+    names = set(SourceOptions.__dataclass_fields__) - {"preprocess", "size", "workers"}
+    given = {k: v for k, v in absolute_root(fields).items() if k in names and v is not None}
+    return SourceOptions(**given, preprocess=preprocess)
 
 
 def load_plan_data(

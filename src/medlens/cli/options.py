@@ -108,6 +108,51 @@ CacheDir = Annotated[
         show_default=False,
     ),
 ]
+ImageRoot = Annotated[
+    str | None,
+    typer.Option(
+        "--image-root",
+        help="Manifest: the folder its paths (or ids without an extension) are relative to "
+        "(default: the manifest's folder).",
+        show_default=False,
+    ),
+]
+Modality = Annotated[
+    str | None,
+    typer.Option(
+        "--modality",
+        help="x-ray, ct, mri, pet, nuclear-medicine, ultrasound, mammography, angiography, "
+        "dermoscopy, pathology, microscopy, fundus, oct, endoscopy or photo (default: guessed).",
+        show_default=False,
+        callback=validate.modality,
+    ),
+]
+DropDuplicates = Annotated[
+    bool,
+    typer.Option(
+        "--drop-duplicates",
+        help="Drop images identical to one in an earlier split (listed in a CSV in the cache).",
+    ),
+]
+ValFraction = Annotated[
+    float | None,
+    typer.Option(
+        "--val-fraction",
+        help="Train and test but no val: the fraction of train carved out as val (default 0.1).",
+        show_default=False,
+        callback=validate.fraction("--val-fraction"),
+    ),
+]
+Budget = Annotated[
+    str | None,
+    typer.Option(
+        "--budget",
+        help="Wall time for training and evaluation, e.g. 20m, 1h30m, 90s: the planner fits "
+        "resolution, model and epochs to it on this machine (train.budget).",
+        show_default=False,
+        callback=validate.budget,
+    ),
+]
 
 # --------------------------------------------------------------------------- runs and plans
 RunArg = Annotated[
@@ -247,6 +292,10 @@ SOURCE = OptionGroup(
         "path_column": (PathCol, None),
         "patient_column": (PatientCol, None),
         "split_column": (SplitCol, None),
+        "image_root": (ImageRoot, None),
+        "modality": (Modality, None),
+        "drop_duplicates": (DropDuplicates, False),
+        "val_fraction": (ValFraction, None),
         "skip_bad": (SkipBad, False),
         "cache_dir": (CacheDir, None),
     },

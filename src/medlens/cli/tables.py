@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -44,6 +45,8 @@ def print_fingerprint(fp: Any) -> None:
         f"{fp.in_chans} channel(s), {'x'.join(map(str, fp.image_shape))}"
     )
     console.print(f"source: {fp.source}")
+    for note in fp.metadata.get("notes", []):
+        console.print(f"- {escape(note)}", highlight=False)
     table = Table("class", "train", "val", "test", title="images per class")
     for i, name in enumerate(fp.label_names):
         table.add_row(name, *(str(fp.class_counts[s][i]) for s in ("train", "val", "test")))
@@ -78,11 +81,15 @@ def print_fingerprint(fp: Any) -> None:
             f"{meta['cache']}/skipped.csv"
         )
     d = fp.duplicates
+    within = ", ".join(f"{s} {n}" for s, n in d.within_split.items() if n)
     console.print(
-        f"identical images: {d.within_train} repeats within train, "
-        f"{d.across_splits} shared across splits"
+        f"identical images: {d.groups} group(s)"
+        + (f", inside one split ({within})" if within else "")
+        + f"; {d.across_splits} shared across splits"
         + (f" (e.g. {d.examples[0]})" if d.examples else "")
     )
+    if d.across_note():
+        console.print(f"[yellow]{escape(d.across_note())}[/yellow]")
     if d.near_across_splits is not None:
         console.print(
             f"near-identical images across splits (perceptual hash): "

@@ -36,25 +36,29 @@ Init = Annotated[
 def plan(
     dataset: options.DatasetArg,
     device: options.Device = "auto",
+    budget: options.Budget = None,
     set_: options.SetOpt = None,
     output: PlanOut = None,
     source: Any = None,
 ) -> None:
-    """Choose a training recipe from the dataset's fingerprint; edit it, then train --plan it.
+    """Choose a training recipe from the dataset's fingerprint, with its wall time on this
+    machine measured (a few training steps); edit it, then train --plan it.
 
-    Example: medlens plan breastmnist --set train.epochs=30 -o plan.yaml
+    Example: medlens plan ../shared/data/chest_xray --budget 15m -o plan.yaml
     """
     from medlens import api
     from medlens.config import dump_plan
     from medlens.progress import RichReporter
 
-    recipe, _, _ = api.plan(
+    recipe, fp, _ = api.plan(
         dataset,
         **source,
         device=device or "auto",
-        overrides=options.overrides(set_),
+        overrides={**options.overrides(set_), **api.flag_overrides(budget=budget)},
         reporter=RichReporter(err_console),
     )
+    for line in api.describe(fp, recipe):
+        err_console.print(line, highlight=False)
     if output is None:
         print(dump_plan(recipe), end="")
     else:
@@ -71,6 +75,7 @@ def train(
     lr: options.Lr = None,
     seed: options.Seed = None,
     device: options.Device = None,
+    budget: options.Budget = None,
     init: Init = None,
     output: RunOut = None,
     plan_file: options.PlanFile = None,
@@ -78,9 +83,10 @@ def train(
     set_: options.SetOpt = None,
     source: Any = None,
 ) -> None:
-    """Fingerprint, plan, train and evaluate; everything lands in the run directory.
+    """Fingerprint, plan, train and evaluate; everything lands in the run directory. The plan
+    says how long the run will take here before it starts (--budget fits it to a time).
 
-    Example: medlens train pneumoniamnist --data-dir ../shared/data/medmnist
+    Example: medlens train ../shared/data/chest_xray --budget 15m
     """
     validate.resume(resume, output)
     from medlens import api
@@ -101,6 +107,7 @@ def train(
             lr=lr,
             seed=seed,
             device=device,
+            budget=budget,
             init=init,
         )
     except KeyboardInterrupt:

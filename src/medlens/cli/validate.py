@@ -149,3 +149,42 @@ def resume(resume: bool, output: Path | None) -> None:
     from medlens.run import Run
 
     Run(Path(output)).check_resumable()
+
+
+def modality(word: str | None) -> str | None:
+    """``--modality``: a word of the vocabulary (close names suggested)."""
+    if word is not None:
+        from medlens.config import check_modality
+
+        return check_modality(word)
+    return word
+
+
+def fraction(flag: str) -> Callable[[float | None], float | None]:
+    """A check that a value lies strictly between 0 and 1."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not 0.0 < value < 1.0:
+            raise ConfigError(
+                f"{flag} must lie strictly between 0 and 1, got {value}", hint=f"e.g. {flag} 0.1"
+            )
+        return value
+
+    return check
+
+
+def budget(text: str | None) -> str | None:
+    """``--budget``: a positive duration (20m, 1h30m, 90s, or seconds)."""
+    if text is None:
+        return None
+    from medlens.config import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"--budget {text!r}: {exc}", hint="e.g. --budget 20m") from None
+    if seconds <= 0:
+        raise ConfigError(
+            f"--budget {text!r} leaves no time to train", hint="give a positive time, e.g. 20m"
+        )
+    return text

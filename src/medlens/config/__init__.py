@@ -4,6 +4,7 @@
 arrays (window presets included), so that nothing here depends on the code that applies it.
 """
 
+from medlens.config.modality import MODALITIES, MODALITY_ALIASES, check_modality, modality_name
 from medlens.config.plan import (
     PLAN_VERSION,
     AugmentConfig,
@@ -29,6 +30,8 @@ from medlens.config.plan import (
 from medlens.config.preprocess import WINDOW_PRESETS, PreprocessConfig, parse_window
 
 __all__ = [
+    "MODALITIES",
+    "MODALITY_ALIASES",
     "PLAN_VERSION",
     "WINDOW_PRESETS",
     "AugmentConfig",
@@ -44,9 +47,11 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_modality",
     "check_override",
     "dump_plan",
     "load_plan",
+    "modality_name",
     "parse_duration",
     "parse_set_options",
     "parse_window",

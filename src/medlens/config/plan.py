@@ -28,11 +28,11 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from medlens.config.modality import MODALITIES, check_modality
 from medlens.config.preprocess import PreprocessConfig
 from medlens.errors import ConfigError
 
 PLAN_VERSION = 1
-
 
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -59,7 +59,10 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which data, at which size, and how it is normalised."""
 
-    source: str = Field(description="MedMNIST name (e.g. pneumoniamnist) or a .npz path")
+    source: str = Field(
+        description="MedMNIST name (e.g. pneumoniamnist), a .npz path, an image folder or a "
+        "CSV/Parquet manifest"
+    )
     data_dir: str | None = Field(None, description="folder holding MedMNIST .npz files")
     size: int | None = Field(None, description="MedMNIST image size: 28, 64, 128 or 224")
     task: Literal["binary", "multi-class", "multi-label", "ordinal"]
@@ -73,11 +76,33 @@ class DataConfig(_Section):
     path_column: str | None = Field(None, description="manifest column of image paths")
     patient_column: str | None = Field(None, description="manifest column of patient ids")
     split_column: str | None = Field(None, description="manifest column of train/val/test")
+    image_root: str | None = Field(
+        None, description="manifest: the folder its paths or ids are relative to"
+    )
+    modality: str | None = Field(
+        None, description=f"one of {', '.join(MODALITIES)} (None: guessed from the data)"
+    )
+    drop_duplicates: bool = Field(
+        False, description="drop images identical to one in an earlier split (listed in a CSV)"
+    )
+    val_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="data with train and test but no val: the fraction of train carved out "
+        "as val (stratified, by patient when ids are known)",
+    )
+    split_seed: int = Field(0, description="seed of the splits medlens draws (not train.seed)")
     skip_bad: bool = Field(False, description="skip unreadable files (listed in skipped.csv)")
     cache_dir: str | None = Field(None, description="where decoded images are cached")
     preprocess: PreprocessConfig | None = Field(
         None, description="folders and manifests: how files become uint8 arrays"
     )
+
+    @field_validator("modality")
+    @classmethod
+    def _known_modality(cls, value: str | None) -> str | None:
+        return None if value is None else check_modality(value)
 
 
 class ModelConfig(_Section):

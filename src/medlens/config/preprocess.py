@@ -30,6 +30,20 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 
 Window = tuple[float, float]
 
+# Standard square sides for 2D images, largest first: the planner and the default cache size
+# pick from them.
+STANDARD_SIDES = (224, 192, 160, 128, 112, 96, 80, 64, 48, 32)
+
+
+def native_side(real: int, default: int) -> int:
+    """The largest standard side not above ``real`` (the images' own size) nor ``default``.
+
+    >>> native_side(150, 224), native_side(512, 224), native_side(20, 224)
+    (128, 224, 20)
+    """
+    fits = [s for s in STANDARD_SIDES if s <= min(real, default)]
+    return fits[0] if fits else min(real, default)
+
 
 class PreprocessConfig(BaseModel):
     """How a decoded file becomes a uint8 array of the model's size."""

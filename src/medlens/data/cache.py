@@ -1,11 +1,11 @@
 """Decode and preprocess every image once, into uint8 arrays on disk.
 
 A cache folder ``<cache_dir>/<name>-<key>/`` holds ``images.npy`` (N, C, ...) uint8, memory-
-mappable), ``arrays.npz`` (labels, hashed patient ids, splits, manifest rows, original shapes
-and spacings) and ``info.json``; each split is memory-mapped from ``rows-<hash>.npy`` beside
-them (:func:`rows_memmap`). The key hashes every file's path, size and modification time,
-the labels and the preprocessing settings, so the cache is rebuilt only when one of them
-changes.
+mappable), ``arrays.npz`` (labels, hashed patient ids, splits, manifest rows, original shapes,
+spacings and a hash of each cached image, which finds identical images) and ``info.json``;
+each split is memory-mapped from ``rows-<hash>.npy`` beside them (:func:`rows_memmap`). The
+key hashes every file's path, size and modification time, the labels and the preprocessing
+settings, so the cache is rebuilt only when one of them changes.
 
 Files are processed in chunks by a pool of worker processes (all cores by default). Each
 finished chunk is saved at once under ``<cache_dir>/chunks/``, keyed by its own files and the
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlens.data.dataset import image_hashes
 from medlens.data.manifest import Manifest
 from medlens.data.preprocess import PreprocessConfig, preprocess
 from medlens.data.readers import LoadedImage, read_image_file
@@ -48,6 +49,7 @@ class CachedData:
     skipped: list[dict]
     modality: str | None = None  # the most common DICOM Modality tag (CT, MR, ...), if any
     patients: np.ndarray | None = None  # hashed patient ids of the kept images, if any
+    hashes: np.ndarray | None = None  # (N,) "S32" hex digest of each cached image's bytes
 
 
 def hash_patient(pid: str) -> str:
@@ -212,6 +214,7 @@ def _assemble(
     for j, i in enumerate(keep):
         images[j] = flat[i]["image"]
     images.flush()
+    hashes = image_hashes(flat[i]["image"] for i in keep)
     del images
     os.replace(folder / "images.npy.tmp", folder / "images.npy")
     with (folder / "skipped.csv").open("w", newline="") as f:
@@ -231,6 +234,7 @@ def _assemble(
         rows=manifest.rows[keep],
         shapes=np.array(json.dumps([flat[i]["shape"] for i in keep])),
         spacings=np.array(json.dumps([flat[i]["spacing"] for i in keep])),
+        hashes=hashes,
     )
     tags = [flat[i].get("modality") for i in keep if flat[i].get("modality")]
     info = {
@@ -281,6 +285,21 @@ def _write_rows(images: np.ndarray, rows: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)  # atomic: several processes (ranks) may race to write it
 
 
+def _hashes_of_older_cache(folder: Path, images: np.ndarray) -> np.ndarray:
+    """A cache built before arrays.npz held image hashes: hashed once, kept in hashes.npy."""
+    path = folder / "hashes.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    hashes = image_hashes(images)
+    try:
+        tmp = folder / f"hashes.{os.getpid()}.tmp.npy"
+        np.save(tmp, hashes)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache: hashed again next time
+        pass
+    return hashes
+
+
 def load_cache(folder: Path) -> CachedData:
     """Open a finished cache folder (images memory-mapped)."""
     with np.load(folder / "arrays.npz", allow_pickle=False) as f:
@@ -288,16 +307,21 @@ def load_cache(folder: Path) -> CachedData:
         patients = f["patients"] if len(f["patients"]) else None
         shapes = json.loads(str(f["shapes"]))
         spacings = json.loads(str(f["spacings"]))
+        hashes = f.get("hashes")
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    if hashes is None:
+        hashes = _hashes_of_older_cache(folder, images)
     with (folder / "skipped.csv").open() as f:
         skipped = list(csv.DictReader(f))
     info = json.loads((folder / "info.json").read_text())
     return CachedData(
         path=folder,
-        images=np.load(folder / "images.npy", mmap_mode="r"),
+        images=images,
         keep=keep,
         orig_shapes=shapes,
         spacings=spacings,
         skipped=skipped,
         modality=info.get("modality"),
         patients=patients,
+        hashes=hashes,
     )

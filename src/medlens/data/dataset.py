@@ -7,6 +7,7 @@ multi-label tasks.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,17 @@ import pandas as pd
 
 TASKS = ("binary", "multi-class", "multi-label", "ordinal")
 SPLITS = ("train", "val", "test")
+
+
+def image_hashes(images) -> np.ndarray:
+    """(N,) digests of each image's bytes ("S32" hex): equal exactly for identical images."""
+    return np.array(
+        [
+            hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).hexdigest()
+            for img in images
+        ],
+        dtype="S32",
+    )
 
 
 @dataclass
@@ -24,6 +36,7 @@ class Split:
     labels: np.ndarray
     patients: np.ndarray | None = None  # hashed patient ids, when the source has them
     meta: pd.DataFrame | None = None  # per-image manifest columns (sex, age, site...), if any
+    hashes: np.ndarray | None = None  # image_hashes(images), when the cache has them
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

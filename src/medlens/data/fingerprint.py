@@ -6,14 +6,15 @@ is derived from it.
 
 from __future__ import annotations
 
-import hashlib
-from collections import defaultdict
+from collections import Counter
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 
-from medlens.data.dataset import SPLITS, ArrayDataset
+from medlens.config import modality_name
+from medlens.data.dataset import SPLITS, ArrayDataset, image_hashes
+from medlens.data.splits import earlier_copies, near_duplicates
 
 # Near-duplicate search (perceptual hashes of every image) is skipped above this many images.
 _NEAR_DUP_LIMIT = 60_000
@@ -38,11 +39,40 @@ class Duplicates(BaseModel):
     """Identical images within train and across splits, and near-identical ones (perceptual
     hash) across splits."""
 
-    within_train: int
-    across_splits: int
+    within_train: int  # train images identical to another train image (copies beyond one)
+    across_splits: int  # groups of identical images with copies in more than one split
     examples: list[dict]
     near_across_splits: int | None = None  # None: not checked (too many images)
     near_examples: list[dict] = []
+    groups: int = 0  # groups of two or more identical images, in any splits
+    within_split: dict[str, int] = {}  # groups that lie inside one split, per split
+    # "train/test": images of the later split identical to one in the earlier split
+    across_pairs: dict[str, int] = {}
+    dropped: int = 0  # later-split copies dropped by --drop-duplicates before this was taken
+    dropped_list: str | None = None  # the CSV that lists them
+
+    def across_note(self) -> str | None:
+        """One line on identical images across splits (kept or dropped), or None if none.
+
+        >>> pairs = {"train/test": 3}
+        >>> d = Duplicates(within_train=0, across_splits=2, examples=[], across_pairs=pairs)
+        >>> d.across_note()[:48]
+        'identical images across splits: 3 (train/test 3)'
+        """
+        notes = []
+        if self.across_pairs:
+            pairs = ", ".join(f"{k} {v}" for k, v in self.across_pairs.items())
+            notes.append(
+                f"identical images across splits: {sum(self.across_pairs.values())} ({pairs}) "
+                "kept, so evaluation sees images training saw (--drop-duplicates drops the "
+                "later-split copies)"
+            )
+        if self.dropped:
+            notes.append(
+                f"{self.dropped} image(s) identical to one in an earlier split dropped "
+                f"(--drop-duplicates), listed in {self.dropped_list}"
+            )
+        return "; ".join(notes) or None
 
 
 class Fingerprint(BaseModel):
@@ -97,48 +127,78 @@ def intensity_stats(images: np.ndarray, seed: int = 0) -> IntensityStats:
 
 
 def find_duplicates(ds: ArrayDataset, max_examples: int = 10) -> Duplicates:
-    """Bit-identical images within train and across splits, by a hash of their bytes."""
-    seen: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
-    for split in SPLITS:
-        for i, img in enumerate(ds.splits[split].images):
-            seen[hashlib.blake2b(img.tobytes(), digest_size=16).digest()].append((split, i))
-    within, across, examples = 0, 0, []
-    for hits in seen.values():
-        if len(hits) < 2:
-            continue
-        splits = {s for s, _ in hits}
-        within += sum(1 for s, _ in hits if s == "train") - 1 if "train" in splits else 0
-        if len(splits) > 1:
-            across += 1
-            if len(examples) < max_examples:
-                examples.append({s: [i for t, i in hits if t == s] for s in sorted(splits)})
-    near, near_examples = None, []
+    """Bit-identical images within and across splits, by a hash of their bytes (the cache's
+    own hashes when it has them), and near-identical ones across splits (perceptual hash)."""
+    near, near_examples = _near_duplicates(ds, max_examples)
+    dropped = ds.metadata.get("duplicates_dropped") or {}
+    return Duplicates(
+        **_identical(ds, max_examples),
+        near_across_splits=near,
+        near_examples=near_examples,
+        dropped=int(dropped.get("n", 0)),
+        dropped_list=dropped.get("csv"),
+    )
+
+
+def _identical(ds: ArrayDataset, max_examples: int) -> dict:
+    hashes = np.concatenate(
+        [
+            ds.splits[s].hashes
+            if ds.splits[s].hashes is not None
+            else image_hashes(ds.splits[s].images)
+            for s in SPLITS
+        ]
+    )
+    split_of = np.concatenate([np.full(len(ds.splits[s]), s) for s in SPLITS]).astype(str)
+    index = np.concatenate([np.arange(len(ds.splits[s])) for s in SPLITS])
+    inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)[1:]
+    inverse = inverse.ravel()
+    present = np.zeros((len(counts), len(SPLITS)), bool)
+    present[inverse, [SPLITS.index(s) for s in split_of]] = True
+    n_splits = present.sum(1)
+    in_train = np.bincount(inverse[split_of == "train"], minlength=len(counts))
+    partner = earlier_copies(hashes, split_of)
+    pairs = Counter(f"{split_of[partner[i]]}/{split_of[i]}" for i in np.flatnonzero(partner >= 0))
+    first = np.full(len(counts), len(hashes))
+    np.minimum.at(first, inverse, np.arange(len(hashes)))
+    examples = []
+    for g in sorted(np.flatnonzero(n_splits > 1), key=lambda g: first[g])[:max_examples]:
+        hits = np.flatnonzero(inverse == g)
+        examples.append(
+            {str(s): index[hits[split_of[hits] == s]].tolist() for s in sorted(set(split_of[hits]))}
+        )
+    return {
+        "within_train": int(np.maximum(in_train - 1, 0).sum()),
+        "across_splits": int((n_splits > 1).sum()),
+        "examples": examples,
+        "groups": int((counts > 1).sum()),
+        "within_split": {
+            s: int(((counts > 1) & (n_splits == 1) & present[:, k]).sum())
+            for k, s in enumerate(SPLITS)
+        },
+        "across_pairs": dict(sorted(pairs.items())),
+    }
+
+
+def _near_duplicates(ds: ArrayDataset, max_examples: int) -> tuple[int | None, list[dict]]:
+    """(pairs across splits, examples); None when not checked."""
     total = sum(len(ds.splits[s]) for s in SPLITS)
     # 2D only: the middle slices of sparse 3D masks all hash alike (AdrenalMNIST3D: 1,403 false
     # pairs); distance 2, since at 4 merely similar chest X-rays match (PneumoniaMNIST: ~70)
-    if total <= _NEAR_DUP_LIMIT and ds.spatial_dims == 2:
-        from medlens.data.splits import near_duplicates
-
-        images = [img for s in SPLITS for img in ds.splits[s].images]
-        labels = np.concatenate([[s] * len(ds.splits[s]) for s in SPLITS])
-        offsets = {s: sum(len(ds.splits[t]) for t in SPLITS[: SPLITS.index(s)]) for s in SPLITS}
-        pairs = near_duplicates(images, labels, max_distance=_NEAR_DUP_DISTANCE)
-        near = len(pairs)
-        near_examples = [
-            {
-                p["split_a"]: p["a"] - offsets[p["split_a"]],
-                p["split_b"]: p["b"] - offsets[p["split_b"]],
-                "distance": p["distance"],
-            }
-            for p in pairs[:max_examples]
-        ]
-    return Duplicates(
-        within_train=max(within, 0),
-        across_splits=across,
-        examples=examples,
-        near_across_splits=near,
-        near_examples=near_examples,
-    )
+    if total > _NEAR_DUP_LIMIT or ds.spatial_dims != 2:
+        return None, []
+    images = [img for s in SPLITS for img in ds.splits[s].images]
+    labels = np.concatenate([[s] * len(ds.splits[s]) for s in SPLITS])
+    offsets = {s: sum(len(ds.splits[t]) for t in SPLITS[: SPLITS.index(s)]) for s in SPLITS}
+    pairs = near_duplicates(images, labels, max_distance=_NEAR_DUP_DISTANCE)
+    return len(pairs), [
+        {
+            p["split_a"]: p["a"] - offsets[p["split_a"]],
+            p["split_b"]: p["b"] - offsets[p["split_b"]],
+            "distance": p["distance"],
+        }
+        for p in pairs[:max_examples]
+    ]
 
 
 def patients_per_class(ds: ArrayDataset) -> dict[str, list[int]] | None:
@@ -168,7 +228,7 @@ def fingerprint(ds: ArrayDataset) -> Fingerprint:
     return Fingerprint(
         name=ds.name,
         source=ds.source,
-        modality=ds.modality,
+        modality=modality_name(ds.modality),  # the vocabulary's word
         task=ds.task,
         spatial_dims=ds.spatial_dims,
         in_chans=ds.in_chans,

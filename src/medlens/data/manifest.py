@@ -1,16 +1,30 @@
-"""Labelled file lists: CSV/Parquet manifests and image folders (one sub-folder per class).
+"""Labelled file lists: CSV/Parquet manifests (image folders: :mod:`medlens.data.folders`).
 
-A manifest row names an image file, its label (one column of class names or indices, or
-several 0/1 columns for a multi-label task), and optionally a patient id, a split and
-metadata such as sex, age or site. Relative paths are relative to the manifest's folder.
+A manifest row names an image file, its label (one column of class names or indices, one-hot
+0/1 columns, or several 0/1 columns for a multi-label task), and optionally a patient id, a
+split and metadata such as sex, age or site. Manifests are read as they come:
 
->>> m = read_manifest("cxr.csv", label_columns=["finding"], patient_column="pid")  # doctest: +SKIP
->>> m.task, m.label_names  # doctest: +SKIP
-('binary', ['normal', 'pneumonia'])
+- the path column may hold paths relative to the manifest's folder or to ``image_root``, or
+  ids without an extension (``ISIC_0024306``): the file is then found by looking under that
+  folder, and a row with no file or two matching files is an error naming the row;
+- without ``label_columns``, a column named like ``label``, ``class``, ``diagnosis`` or
+  ``dx`` is the label; failing that, 0/1 columns with exactly one 1 per row (ISIC's
+  ``image, MEL, NV, BCC, ...``) are one multi-class label;
+- a column named like ``patient_id``, ``lesion_id`` or ``study_id`` groups the images (one
+  group never straddles two splits), and a ``split`` column of train/val/test values is the
+  user's own split.
+
+Every such choice is written to :attr:`Manifest.notes`.
+
+>>> m = read_manifest("HAM10000_metadata.csv", image_root="images")  # doctest: +SKIP
+>>> m.task, m.label_names, m.notes[0]  # doctest: +SKIP
+('multi-class', ['akiec', 'bcc', ...], "label column 'dx' (7 classes)")
 """
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,19 +32,62 @@ import numpy as np
 import pandas as pd
 
 from medlens.data.dataset import SPLITS
-from medlens.data.readers import image_kind
+from medlens.data.readers import IMAGE_SUFFIXES, image_kind
 from medlens.errors import DataError
 
-PATH_COLUMNS = ("path", "image", "file", "filename", "image_path")
+# Column names recognised without an option, compared after normalising ("Patient ID" is
+# patient_id); the first one present wins.
+PATH_COLUMNS = (
+    "path",
+    "image",
+    "file",
+    "filename",
+    "file_name",
+    "filepath",
+    "image_path",
+    "image_file",
+    "image_name",
+    "image_id",
+    "img",
+)
+LABEL_COLUMNS = ("label", "labels", "class", "class_name", "diagnosis", "dx", "target", "finding")
+# broadest first: a patient has several lesions and studies
+GROUP_COLUMNS = (
+    "patient_id",
+    "patient",
+    "patientid",
+    "subject_id",
+    "subject",
+    "participant_id",
+    "case_id",
+    "lesion_id",
+    "study_id",
+)
+SPLIT_COLUMNS = ("split", "subset", "partition")
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
+    "trn": "train",
     "val": "val",
     "valid": "val",
     "validation": "val",
+    "dev": "val",
+    "eval": "val",
+    "evaluation": "val",
     "test": "test",
     "testing": "test",
+    "tst": "test",
 }
+_BINARY = {"1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0, "true": 1.0, "false": 0.0}
+
+
+def split_name(text: str) -> str | None:
+    """The split a folder name or column value means ("train", "val", "test"), else None.
+
+    >>> split_name("Training"), split_name("VALID"), split_name("Testing"), split_name("scans")
+    ('train', 'val', 'test', None)
+    """
+    return SPLIT_ALIASES.get(re.sub(r"[^a-z]", "", str(text).lower()))
 
 
 @dataclass
@@ -46,6 +103,8 @@ class Manifest:
     patients: np.ndarray | None = None  # (N,) str
     splits: np.ndarray | None = None  # (N,) "train" / "val" / "test"
     metadata: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)  # what was found and how it was read
+    split_source: str = "split column"  # how to name the user's splits in a message
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -74,6 +133,8 @@ class Manifest:
             metadata=self.metadata.iloc[idx].reset_index(drop=True)
             if len(self.metadata) == len(self.paths)
             else self.metadata,
+            notes=list(self.notes),
+            split_source=self.split_source,
         )
 
 
@@ -99,6 +160,19 @@ def _column(df: pd.DataFrame, name: str, what: str, path: Path) -> pd.Series:
             hint=f"name the {what} column with the matching option",
         )
     return df[name]
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+
+
+def _find_column(df: pd.DataFrame, candidates: tuple[str, ...], skip: set) -> str | None:
+    """The first of ``candidates`` among the columns (compared normalised), not in ``skip``."""
+    by_name = {}
+    for col in df.columns:
+        if col not in skip:
+            by_name.setdefault(_normal(col), col)
+    return next((by_name[c] for c in candidates if c in by_name), None)
 
 
 def _single_label(values: pd.Series, path: Path, column: str):
@@ -132,20 +206,78 @@ def _single_label(values: pd.Series, path: Path, column: str):
     return text.map(index).to_numpy(np.int64), names
 
 
+def _is_binary(values: pd.Series) -> bool:
+    return bool(values.astype(str).str.strip().str.lower().isin(_BINARY).all())
+
+
 def _multi_label(df: pd.DataFrame, columns: list[str], path: Path):
     out = np.zeros((len(df), len(columns)), np.float32)
     for k, col in enumerate(columns):
         text = _column(df, col, "label", path).astype(str).str.strip().str.lower()
-        mapping = {"1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0, "true": 1.0, "false": 0.0}
-        bad = np.flatnonzero(~text.isin(mapping))
+        bad = np.flatnonzero(~text.isin(_BINARY))
         if len(bad):
             i = bad[0]
             raise DataError(
                 f"{path}: row {i + 2} has {df[col].iloc[i]!r} in label column {col!r}",
                 hint="multi-label columns hold 0 or 1",
             )
-        out[:, k] = text.map(mapping).to_numpy(np.float32)
+        out[:, k] = text.map(_BINARY).to_numpy(np.float32)
     return out
+
+
+def _labels(df: pd.DataFrame, columns: list[str], path: Path, notes: list[str]):
+    """(labels, names, task) from one column of classes or several 0/1 columns; 0/1 columns
+    with exactly one 1 in every row are one multi-class label (ISIC's ground truth)."""
+    if len(columns) == 1:
+        labels, names = _single_label(_column(df, columns[0], "label", path), path, columns[0])
+        return labels, names, "binary" if len(names) == 2 else "multi-class"
+    onehot = _multi_label(df, columns, path)
+    if not (onehot.sum(1) == 1).all():
+        return onehot, list(columns), "multi-label"
+    empty = [c for c, n in zip(columns, onehot.sum(0), strict=True) if n == 0]
+    names = [c for c in columns if c not in empty]
+    if len(names) < 2:
+        raise DataError(
+            f"{path}: the one-hot columns {', '.join(columns)} mark one class only",
+            hint="a classifier needs at least two classes",
+        )
+    notes.append(
+        f"label columns {', '.join(columns)} hold exactly one 1 per row: read as one "
+        f"{'binary' if len(names) == 2 else 'multi-class'} label, not multi-label"
+        + (f" (no row has {', '.join(empty)}: not a class)" if empty else "")
+    )
+    keep = [columns.index(n) for n in names]
+    return (
+        onehot[:, keep].argmax(1).astype(np.int64),
+        names,
+        ("binary" if len(names) == 2 else "multi-class"),
+    )
+
+
+def _guess_label_columns(df: pd.DataFrame, path: Path, skip: set, notes: list[str]) -> list[str]:
+    """A label-like column, or the 0/1 columns that are one-hot; DataError when neither."""
+    found = _find_column(df, LABEL_COLUMNS, skip)
+    if found is not None:
+        if found != "label":
+            notes.append(f"label column {found!r}")
+        return [found]
+    binary = [c for c in df.columns if c not in skip and _is_binary(df[c])]
+    if len(binary) >= 2:
+        onehot = _multi_label(df, binary, path)
+        bad = np.flatnonzero(onehot.sum(1) != 1)
+        if not len(bad):
+            return binary
+        raise DataError(
+            f"{path} has no label column; its 0/1 columns {', '.join(binary)} are not one-hot "
+            f"(row {bad[0] + 2} has {int(onehot[bad[0]].sum())} ones)",
+            hint="for a multi-label task name them: "
+            + " ".join(f"--label-column {c}" for c in binary),
+        )
+    raise DataError(
+        f"{path} has no label column (looked for {', '.join(LABEL_COLUMNS)}, and for one-hot "
+        f"0/1 columns; columns: {', '.join(df.columns)})",
+        hint="name it with --label-column",
+    )
 
 
 def _patients(values: pd.Series, path: Path, column: str) -> np.ndarray:
@@ -161,14 +293,104 @@ def _patients(values: pd.Series, path: Path, column: str) -> np.ndarray:
 
 
 def _splits(values: pd.Series, path: Path) -> np.ndarray:
-    text = values.astype(str).str.strip().str.lower()
-    bad = np.flatnonzero(~text.isin(SPLIT_ALIASES))
+    names = values.astype(str).map(split_name)
+    bad = np.flatnonzero(names.isna().to_numpy())
     if len(bad):
         i = bad[0]
         raise DataError(
             f"{path}: row {i + 2} has split {values.iloc[i]!r}", hint="use train, val or test"
         )
-    return text.map(SPLIT_ALIASES).to_numpy(str)
+    return names.to_numpy(str)
+
+
+def _has_image_suffix(name: str) -> bool:
+    low = name.lower()
+    return low.endswith(".nii.gz") or Path(low).suffix in IMAGE_SUFFIXES - {""}
+
+
+def _without_suffix(rel: str) -> str:
+    low = rel.lower()
+    if low.endswith(".nii.gz"):
+        return rel[: -len(".nii.gz")]
+    return rel[: -len(Path(rel).suffix)] if Path(rel).suffix else rel
+
+
+class _FileIndex:
+    """Every image file under a folder, by relative path and by name, without extension;
+    built on first use with one walk of the folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._by_rel: dict[str, list[Path]] | None = None
+        self._by_stem: dict[str, list[Path]] = defaultdict(list)
+
+    def matches(self, value: str) -> list[Path]:
+        """Files for ``value`` (an id, or a relative path, without extension): those at that
+        relative path first, else those of that name anywhere below the root."""
+        if self._by_rel is None:
+            self._by_rel = defaultdict(list)
+            for f in self.root.rglob("*"):
+                if f.is_file() and not f.name.startswith(".") and image_kind(f) is not None:
+                    rel = _without_suffix(f.relative_to(self.root).as_posix())
+                    self._by_rel[rel].append(f)
+                    self._by_stem[rel.rsplit("/", 1)[-1]].append(f)
+        key = value.replace("\\", "/").removeprefix("./")
+        return self._by_rel.get(key) or ([] if "/" in key else self._by_stem.get(key, []))
+
+
+def resolve_paths(
+    values: pd.Series,
+    base: Path,
+    source: Path,
+    *,
+    skip_missing: bool = False,
+    notes: list[str] | None = None,
+) -> list[Path]:
+    """The image file of each path-column value: ``base / value`` when it exists, else the one
+    image file named ``value`` plus an extension (ids such as ``ISIC_0024306``) at that
+    relative path or anywhere below ``base``.
+
+    A value with no such file is a DataError naming its row (with ``skip_missing`` its path is
+    kept, for the cache to skip and list); two matching files are always one.
+    """
+    index = _FileIndex(base)
+    paths, looked_up, missing = [], 0, []
+    for i, value in enumerate(values.astype(str).str.strip()):
+        direct = Path(value) if Path(value).is_absolute() else base / value
+        if direct.is_file() or _has_image_suffix(value):
+            if not direct.is_file():
+                missing.append((i, direct, ""))
+            paths.append(direct)
+            continue
+        found = index.matches(value)
+        if len(found) > 1:
+            shown = ", ".join(str(f) for f in found[:3])
+            raise DataError(
+                f"row {i + 2} of {source}: {value!r} matches {len(found)} files ({shown})",
+                hint="give the extension (or the sub-folder) in the path column, or point "
+                "--image-root at the one folder that holds the images",
+            )
+        if not found:
+            missing.append((i, direct, f"; no file named {value}.<ext> below {base} either"))
+            paths.append(direct)
+            continue
+        paths.append(found[0])
+        looked_up += 1
+    if missing and not skip_missing:
+        i, direct, why = missing[0]
+        more = f" ({len(missing) - 1} more rows have no file)" if len(missing) > 1 else ""
+        raise DataError(
+            f"{direct} (row {i + 2} of {source}) does not exist{why}{more}",
+            hint="check the path column and --image-root, or add --skip-bad to skip rows "
+            "without a file",
+        )
+    if looked_up and notes is not None:
+        suffixes = sorted({p.suffix.lower() for p in paths if p.is_file()})
+        notes.append(
+            f"{looked_up} path(s) without an extension matched to their {'/'.join(suffixes)} "
+            f"file below {base}"
+        )
+    return paths
 
 
 def read_manifest(
@@ -178,38 +400,53 @@ def read_manifest(
     path_column: str | None = None,
     patient_column: str | None = None,
     split_column: str | None = None,
+    image_root: str | Path | None = None,
+    skip_missing: bool = False,
 ) -> Manifest:
-    """Read a CSV, TSV or Parquet manifest; one label column (classes) or several (0/1)."""
+    """Read a CSV, TSV or Parquet manifest as it comes (see the module doc).
+
+    ``image_root`` is the folder the paths are relative to (default: the manifest's own);
+    ``skip_missing`` keeps rows without a file (the cache skips and lists them).
+    """
     path = Path(path).resolve()
     df = _read_table(path)
     if df.empty:
         raise DataError(f"{path} has no rows")
+    notes: list[str] = []
     if path_column is None:
-        found = [c for c in PATH_COLUMNS if c in df.columns]
-        if not found:
+        path_column = _find_column(df, PATH_COLUMNS, set())
+        if path_column is None:
             raise DataError(
                 f"{path} has no path column (looked for {', '.join(PATH_COLUMNS)})",
                 hint="name it with --path-column",
             )
-        path_column = found[0]
+    if patient_column is None:
+        patient_column = _find_column(df, GROUP_COLUMNS, {path_column})
+        if patient_column is not None:
+            notes.append(
+                f"grouping column {patient_column!r}: its images stay in one split "
+                "(--patient-column to choose another)"
+            )
+    if split_column is None:
+        found = _find_column(df, SPLIT_COLUMNS, {path_column, patient_column})
+        if found is not None and df[found].astype(str).map(split_name).notna().all():
+            split_column = found
+            notes.append(f"split column {found!r}: the manifest's own train/val/test")
+    taken = {path_column, patient_column, split_column}
     if not label_columns:
-        if "label" not in df.columns:
-            raise DataError(f"{path} has no 'label' column", hint="name it with --label-column")
-        label_columns = ["label"]
-    files = _column(df, path_column, "path", path).astype(str).str.strip()
-    paths = [p if p.is_absolute() else path.parent / p for p in map(Path, files)]
-    if len(label_columns) == 1:
-        labels, names = _single_label(
-            _column(df, label_columns[0], "label", path), path, label_columns[0]
-        )
-        task = "binary" if len(names) == 2 else "multi-class"
-    else:
-        labels, names, task = (
-            _multi_label(df, label_columns, path),
-            list(label_columns),
-            "multi-label",
-        )
-    used = {path_column, *label_columns, patient_column, split_column}
+        label_columns = _guess_label_columns(df, path, taken, notes)
+    base = path.parent if image_root is None else Path(image_root).expanduser().resolve()
+    if not base.is_dir():
+        raise DataError(f"image root {base} is not a folder", hint="check --image-root")
+    paths = resolve_paths(
+        _column(df, path_column, "path", path),
+        base,
+        path,
+        skip_missing=skip_missing,
+        notes=notes,
+    )
+    labels, names, task = _labels(df, label_columns, path, notes)
+    used = {*taken, *label_columns}
     return Manifest(
         source=str(path),
         paths=paths,
@@ -224,64 +461,7 @@ def read_manifest(
         if split_column is None
         else _splits(_column(df, split_column, "split", path), path),
         metadata=df[[c for c in df.columns if c not in used]].reset_index(drop=True),
-    )
-
-
-def scan_folder(folder: str | Path) -> Manifest:
-    """An image folder: one sub-folder per class, or train/val/test folders holding those.
-
-    ::
-
-        folder/normal/a.png  folder/pneumonia/b.png          (medlens makes the splits)
-        folder/train/normal/a.png  folder/test/normal/c.png  (the folder's own splits)
-    """
-    folder = Path(folder).resolve()
-    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    split_dirs = {d.name.lower(): d for d in subdirs if d.name.lower() in SPLIT_ALIASES}
-    roots = (
-        [(SPLIT_ALIASES[n], d) for n, d in split_dirs.items()] if split_dirs else [(None, folder)]
-    )
-    class_names = sorted(
-        {
-            d.name
-            for _, root in roots
-            for d in root.iterdir()
-            if d.is_dir() and not d.name.startswith(".")
-        }
-    )
-    if len(class_names) < 2:
-        raise DataError(
-            f"{folder} needs one sub-folder per class (found {len(class_names)})",
-            hint="put each class's images in a folder named after the class",
-        )
-    paths, labels, splits = [], [], []
-    for split, root in roots:
-        for k, name in enumerate(class_names):
-            files = (
-                sorted(
-                    f for f in (root / name).rglob("*") if f.is_file() and image_kind(f) is not None
-                )
-                if (root / name).is_dir()
-                else []
-            )
-            paths += files
-            labels += [k] * len(files)
-            splits += [split] * len(files)
-    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
-    empty = [class_names[k] for k in np.flatnonzero(counts == 0)]
-    if empty:
-        raise DataError(
-            f"{folder}: class folder(s) {', '.join(empty)} hold no images",
-            hint="add images or remove the empty folders",
-        )
-    return Manifest(
-        source=str(folder),
-        paths=paths,
-        labels=np.asarray(labels, np.int64),
-        label_names=class_names,
-        task="binary" if len(class_names) == 2 else "multi-class",
-        rows=np.arange(len(paths)),
-        splits=np.asarray(splits, str) if split_dirs else None,
+        notes=notes,
     )
 
 

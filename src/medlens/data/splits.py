@@ -48,6 +48,33 @@ def _group_ids(patients: np.ndarray | Sequence | None, n: int) -> np.ndarray:
     return np.unique(ids, return_inverse=True)[1].ravel()
 
 
+def link_groups(*keys: np.ndarray | None) -> np.ndarray:
+    """One group index per image: images that share a value of any key (a patient id, a hash
+    of the pixels) are one group, transitively. None keys are left out.
+
+    >>> link_groups(np.array(["p1", "p1", "p2", "p3"]), np.array([b"a", b"b", b"b", b"c"]))
+    array([0, 0, 0, 1], dtype=int32)
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    given = [np.asarray(k) for k in keys if k is not None]
+    if not given:
+        return np.zeros(0, np.int32)
+    n = len(given[0])
+    # a bipartite graph: image i -- node of each of its key values
+    rows, cols, offset = [], [], n
+    for key in given:
+        inverse = np.unique(key, return_inverse=True)[1].ravel()
+        rows.append(np.arange(n))
+        cols.append(offset + inverse)
+        offset += int(inverse.max(initial=-1)) + 1
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(offset, offset))
+    labels = connected_components(graph, directed=False)[1][:n]
+    return np.unique(labels, return_inverse=True)[1].ravel().astype(np.int32)
+
+
 def _label_matrix(labels: np.ndarray) -> np.ndarray:
     """(N,) class indices or (N, K) 0/1 -> (N, K) 0/1 indicator matrix."""
     y = np.asarray(labels)
@@ -115,10 +142,9 @@ def assign_splits(
       test.
     """
     y = _label_matrix(labels)
-    n = len(y)
     frac = _check_fractions(fractions)
-    inverse = _group_ids(patients, n)
-    n_groups = int(inverse.max()) + 1 if n else 0
+    inverse = _group_ids(patients, len(y))
+    n_groups = int(inverse.max()) + 1 if len(y) else 0
     if n_groups < MIN_GROUPS:
         who = "patients" if patients is not None else "images"
         raise DataError(
@@ -126,7 +152,49 @@ def assign_splits(
             f"(at least {MIN_GROUPS} needed)",
             hint="add data, or give your own split column",
         )
-    rng = np.random.default_rng(seed)
+    counts, assigned = _stratify(y, inverse, frac, np.random.default_rng(seed))
+    _warn_missing_labels(counts, assigned)
+    return np.asarray(SPLIT_NAMES)[assigned[inverse]]
+
+
+def carve_split(
+    labels: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    fraction: float = 0.1,
+    seed: int = 0,
+) -> np.ndarray:
+    """True for the images that leave a training set to become its validation split.
+
+    The same stratification as :func:`assign_splits`, with two splits: ``fraction`` of the
+    images (every group, a patient or a set of identical images, whole), per class or label as
+    close to ``fraction`` as whole groups allow. Every label keeps a group in train.
+
+    >>> val = carve_split(np.repeat([0, 1], [60, 40]), fraction=0.1, seed=0)
+    >>> int(val.sum()), int(val[:60].sum())
+    (10, 6)
+    """
+    if not 0 < fraction < 1:
+        raise ConfigError(f"val_fraction {fraction} is not between 0 and 1", hint="e.g. 0.1")
+    y = _label_matrix(labels)
+    inverse = _group_ids(groups, len(y))
+    n_groups = int(inverse.max()) + 1 if len(y) else 0
+    if n_groups < 2:
+        raise DataError(
+            f"only {n_groups} group(s) of training images: too few to carve a validation split",
+            hint="add training images, or give a val split",
+        )
+    frac = np.array([1.0 - fraction, fraction])
+    _, assigned = _stratify(y, inverse, frac, np.random.default_rng(seed))
+    return assigned[inverse] == 1
+
+
+def _stratify(
+    y: np.ndarray, inverse: np.ndarray, frac: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positives per group and label, split index per group) for
+    ``len(frac)`` splits, split 0 the training one; see :func:`assign_splits`."""
+    n_groups, n_splits = int(inverse.max()) + 1, len(frac)
     counts = np.zeros((n_groups, y.shape[1]), dtype=np.int64)
     np.add.at(counts, inverse, y)  # positives per patient and label
     sizes = np.bincount(inverse, minlength=n_groups)
@@ -144,7 +212,7 @@ def assign_splits(
     rows, cols = np.nonzero(feats)
     starts = np.searchsorted(rows, np.arange(n_groups + 1)).tolist()
     cols_l, vals_l = cols.tolist(), feats[rows, cols].astype(float).tolist()
-    need, inv = target.tolist(), inv_target.tolist()  # need: target minus placed, (3, K+1)
+    need, inv = target.tolist(), inv_target.tolist()  # need: target minus placed, (S, K+1)
     coins = rng.random(n_groups).tolist()
     assigned = np.full(n_groups, -1, dtype=np.int64)
     for g in order.tolist():
@@ -155,15 +223,14 @@ def assign_splits(
             for need_s, inv_s in zip(need, inv, strict=True)
         ]
         low = min(cost)
-        cands = [s for s in range(3) if cost[s] <= low + 1e-9 * abs(low)]
+        cands = [s for s in range(n_splits) if cost[s] <= low + 1e-9 * abs(low)]
         best = cands[int(coins[g] * len(cands))]
         for j, v in zip(idx, val, strict=True):
             need[best][j] -= v
         assigned[g] = best
     _every_label_in_train(assigned, counts, sizes)
-    _ensure_nonempty(assigned, counts, sizes)
-    _warn_missing_labels(counts, assigned)
-    return np.asarray(SPLIT_NAMES)[assigned[inverse]]
+    _ensure_nonempty(assigned, counts, sizes, n_splits)
+    return counts, assigned
 
 
 def _every_label_in_train(assigned: np.ndarray, counts: np.ndarray, sizes: np.ndarray) -> None:
@@ -175,13 +242,15 @@ def _every_label_in_train(assigned: np.ndarray, counts: np.ndarray, sizes: np.nd
             assigned[cands[np.argmin(sizes[cands])]] = 0
 
 
-def _ensure_nonempty(assigned: np.ndarray, counts: np.ndarray, sizes: np.ndarray) -> None:
+def _ensure_nonempty(
+    assigned: np.ndarray, counts: np.ndarray, sizes: np.ndarray, n_splits: int
+) -> None:
     """Give an empty split the smallest patient of the largest split (extreme fractions),
     preferring one whose labels all stay in train."""
-    for split in range(3):
+    for split in range(n_splits):
         if (assigned == split).any():
             continue
-        donor = int(np.argmax(np.bincount(assigned, weights=sizes, minlength=3)))
+        donor = int(np.argmax(np.bincount(assigned, weights=sizes, minlength=n_splits)))
         cands = np.flatnonzero(assigned == donor)
         if donor == 0:
             in_train = (counts[cands] > 0).sum(0)  # train patients per label
@@ -238,6 +307,25 @@ def check_patient_leakage(splits: np.ndarray, patients: np.ndarray) -> None:
         hint="fix the split column so each patient is in one split, or drop it to let "
         "medlens split by patient",
     )
+
+
+def earlier_copies(hashes: np.ndarray, splits: np.ndarray) -> np.ndarray:
+    """For each image, the index of an identical image (same hash) in an earlier split (train
+    before val before test), or -1: the copies that ``--drop-duplicates`` drops.
+
+    >>> earlier_copies(np.array([b"a", b"b", b"a", b"b"]), np.repeat(["train", "test"], 2))
+    array([-1, -1,  0,  1])
+    """
+    hashes, splits = np.asarray(hashes), np.asarray(splits).astype(str)
+    if hashes.shape != splits.shape:
+        raise DataError(f"{splits.size} split values for {hashes.size} image hashes")
+    rank = np.array([SPLIT_NAMES.index(s) if s in SPLIT_NAMES else 3 for s in splits])
+    inverse = np.unique(hashes, return_inverse=True)[1].ravel()
+    order = np.lexsort((np.arange(len(rank)), rank, inverse))  # per hash: earliest split first
+    first = np.empty(int(inverse.max(initial=-1)) + 1, np.int64)
+    first[inverse[order[::-1]]] = order[::-1]  # the last write per hash is its first image
+    partner = first[inverse]
+    return np.where(rank > rank[partner], partner, -1)
 
 
 def _phash_bits(images: Sequence[np.ndarray], hash_size: int) -> np.ndarray:

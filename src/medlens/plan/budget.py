@@ -20,11 +20,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from medlens.config.preprocess import STANDARD_SIDES
 from medlens.errors import ConfigError
 from medlens.progress import format_seconds
 
-# Standard square sides the planner picks from, largest first.
-SIDES = (224, 192, 160, 128, 112, 96, 80, 64, 48, 32)
+SIDES = STANDARD_SIDES
 MIN_EPOCHS_SCRATCH, MIN_EPOCHS_FINETUNE = 6, 3
 LONG_CPU_RUN_S = 3600.0  # above this, a CPU plan without --budget says so
 

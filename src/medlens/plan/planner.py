@@ -23,20 +23,18 @@ from medlens.config import (
     Plan,
     ScheduleConfig,
     TrainConfig,
+    modality_name,
     validate_plan,
 )
 from medlens.data.fingerprint import Fingerprint
 from medlens.plan.budget import SIDES
 from medlens.plan.scaling import DeviceFacts, choose_compile, choose_gpu_batch, scale_lr
 
-# Modalities whose images have no canonical orientation: flips and 90-degree turns are safe.
-ORIENTATION_FREE = (
-    "pathology",
-    "microscope",
-    "dermatoscope",
-    "blood",
-    "electron",
-)
+# Modalities (config.MODALITIES) whose images have no canonical orientation: flips and
+# 90-degree turns are safe. Fundus photographs get horizontal flips (a left eye mirrored is a
+# right one); every other modality has a left and a right.
+ORIENTATION_FREE = ("dermoscopy", "pathology", "microscopy")
+MIRROR_FREE = ("fundus",)
 # Optimizer steps the planner aims for (clipped to an epoch range), per device kind.
 _TARGET_STEPS = {"cuda": 8000, "cpu": 1500}
 _EPOCH_RANGE = {"cuda": (15, 100), "cpu": (10, 40)}
@@ -159,8 +157,8 @@ def choose_augment(fp: Fingerprint) -> tuple[AugmentConfig, str]:
 
 
 def _geometric_augment(fp: Fingerprint) -> tuple[AugmentConfig, str]:
-    modality = fp.modality.lower()
-    if any(word in modality for word in ORIENTATION_FREE):
+    modality = modality_name(fp.modality)  # fingerprints of older versions hold free text
+    if modality in ORIENTATION_FREE:
         return (
             AugmentConfig(
                 hflip=True,
@@ -181,7 +179,7 @@ def _geometric_augment(fp: Fingerprint) -> tuple[AugmentConfig, str]:
             ),
             "3D: small rotations, zoom and shifts; no flips, anatomy has a left and a right",
         )
-    hflip = "fundus" in modality  # mirrors a left eye into a right one
+    hflip = modality in MIRROR_FREE
     return (
         AugmentConfig(
             hflip=hflip,
@@ -313,6 +311,9 @@ def make_plan(
     loss, loss_why = choose_loss(fp)
     evaluate, evaluate_why = choose_evaluate(fp)
     preprocess, resolution_why = choose_resolution(fp, device)
+    given = {k: v for k, v in (source_fields or {}).items() if v is not None}
+    modality = modality_name(fp.modality)
+    given["modality"] = None if modality == "unknown" else modality
     plan = Plan(
         data=DataConfig(
             source=fp.metadata.get("medmnist_flag", fp.source) if fp.metadata else fp.source,
@@ -326,7 +327,7 @@ def make_plan(
             mean=fp.intensity.mean,
             std=fp.intensity.std,
             preprocess=preprocess,
-            **(source_fields or {}),
+            **given,
         ),
         model=ModelConfig(
             name=model, pretrained=pretrained and not _override(overrides, "model.weights", None)
@@ -344,6 +345,8 @@ def make_plan(
         ),
         evaluate=evaluate,
         notes=[
+            *(f"data: {note}" for note in fp.metadata.get("notes", [])),
+            *([f"data: {dup}"] if (dup := fp.duplicates.across_note()) else []),
             f"model: {model_why}",
             f"weights: {pretrained_why}",
             *scaling_notes,

@@ -28,7 +28,7 @@ from medlens.plan.budget import (
     too_small,
 )
 from medlens.progress import Reporter, format_seconds
-from medlens.run import source_options
+from medlens.run import absolute_root, source_options
 
 # a lighter model the budget may fall back on, per planner default (2D, 64 px and up)
 LIGHTER_MODEL = {"resnet18": "resnet10t"}
@@ -42,6 +42,7 @@ FLAG_FIELDS = {
     "seed": "train.seed",
     "device": "train.device",
     "init": "model.init",
+    "budget": "train.budget",
 }
 
 
@@ -100,21 +101,23 @@ def plan_dataset(
     from medlens.models.weights import pretrained_source
     from medlens.train.distributed import ranks
 
-    fields = source_fields or {}
-    ds = load_dataset(
-        source,
-        data_dir=data_dir,
-        size=size,
-        download=download,
-        options=source_options(fields),
-        on_progress=_progress(reporter),
-    )
-    fp = fingerprint(ds)
+    fields = absolute_root(source_fields or {})
     overrides = dict(overrides or {})
     overrides.setdefault("train.device", device)
     # the GPU's name and memory set the batch size and lr (the global batch, over all ranks)
     torch_device = resolve_device(str(overrides["train.device"]))
     facts = device_facts(torch_device, ranks().world)
+    options = source_options(fields)
+    options.upsample = torch_device.type != "cpu"  # a CPU recipe keeps the images' own size
+    ds = load_dataset(
+        source,
+        data_dir=data_dir,
+        size=size,
+        download=download,
+        options=options,
+        on_progress=_progress(reporter),
+    )
+    fp = fingerprint(ds)
     is_medmnist = "medmnist_flag" in fp.metadata
 
     def recipe_for(fp: Fingerprint, extra: dict[str, Any]) -> Plan:
