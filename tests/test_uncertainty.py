@@ -13,12 +13,12 @@ from medlens.config import AugmentConfig
 from medlens.data.sources import load_dataset
 from medlens.errors import ConfigError, ModelError
 from medlens.evaluate.metrics import medmnist_acc
+from medlens.evaluate.selective import selective_curve
 from medlens.evaluate.uncertainty import (
     dropout_modules,
     mc_dropout_probabilities,
     mutual_information,
     predictive_entropy,
-    selective_curve,
     tta_probabilities,
 )
 from medlens.inference import predict_arrays

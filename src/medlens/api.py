@@ -357,8 +357,10 @@ def evaluate_run(
     Writes metrics.json, predictions.csv, trust.json (calibration, CIs, operating points,
     conformal sets, subgroups) and calibration.json (what ``predict`` applies to new cases).
     """
+    from medlens.config import positive_index
     from medlens.evaluate.calibration import probabilities
-    from medlens.evaluate.trust import positive_index, trust_analysis
+    from medlens.evaluate.conformal import image_keys
+    from medlens.evaluate.trust import trust_analysis
     from medlens.inference import predict_logits
     from medlens.train.loop import device_arrays
 
@@ -392,17 +394,23 @@ def evaluate_run(
         metrics["inference_images_per_s"] = round(speed, 1)
         out[split] = metrics
         logits[split] = (z, labels)
-    test = ds.splits["test"]
+    test, ev = ds.splits["test"], recipe.evaluate
+    keys = {split: image_keys(ds.splits[split].images) for split in logits}
     trust = trust_analysis(
-        *logits["val"], *logits["test"], recipe, test_patients=test.patients, test_meta=test.meta
-    )
+        *logits["val"], *logits["test"], task=task, label_names=recipe.data.label_names,
+        positive=positive_index(recipe), n_boot=ev.bootstrap, ci=ev.ci, seed=recipe.train.seed,
+        conformal_alpha=ev.conformal_alpha, conformal_method=ev.conformal_method,
+        target_sensitivity=ev.target_sensitivity, target_specificity=ev.target_specificity,
+        subgroups=ev.subgroups, test_patients=test.patients, test_meta=test.meta,
+        val_keys=keys["val"], test_keys=keys["test"],
+    )  # fmt: skip
     write_json(run.metrics, out)
     write_json(run.trust, trust)
     record = _calibration_record(trust, task)
     write_json(run.calibration, record)
     rows = []
     for split, (z, labels) in logits.items():
-        rows.extend(_prediction_rows(split, labels, z, recipe, record))
+        rows.extend(_prediction_rows(split, labels, z, recipe, record, keys[split]))
     _write_predictions(run.predictions, rows, recipe)
     return out
 
@@ -427,16 +435,20 @@ def calibration_record(run: RunDir, task: str) -> dict[str, Any]:
 
 
 def calibrated_outputs(
-    logits: np.ndarray, record: dict[str, Any]
+    logits: np.ndarray, record: dict[str, Any], keys: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Calibrated probabilities and, for single-label tasks, conformal prediction sets."""
+    """Calibrated probabilities and, for single-label tasks, conformal prediction sets.
+
+    ``keys``: :func:`medlens.evaluate.conformal.image_keys` of the cases' model inputs, which
+    APS and RAPS sets need (a case's set then does not depend on its batch).
+    """
     from medlens.evaluate.calibration import probabilities
     from medlens.evaluate.conformal import ConformalPredictor
 
     probs = probabilities(logits, record["task"], record["temperature"])
     if "conformal" not in record:
         return probs, None
-    return probs, ConformalPredictor(**record["conformal"]).predict_sets(probs)
+    return probs, ConformalPredictor(**record["conformal"]).predict_sets(probs, keys=keys)
 
 
 def _label_text(names: list[str], value: np.ndarray, task: str) -> str:
@@ -447,14 +459,19 @@ def _label_text(names: list[str], value: np.ndarray, task: str) -> str:
 
 
 def _prediction_rows(
-    split: str, labels: np.ndarray, logits: np.ndarray, recipe: Plan, record: dict[str, Any]
+    split: str,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    recipe: Plan,
+    record: dict[str, Any],
+    keys: np.ndarray,
 ) -> list:
     """One row per case: truth, prediction, raw probabilities, calibrated confidence, set."""
     from medlens.evaluate.calibration import probabilities
 
     task, names = recipe.data.task, recipe.data.label_names
     probs = probabilities(logits, task)
-    calibrated, sets = calibrated_outputs(logits, record)
+    calibrated, sets = calibrated_outputs(logits, record, keys)
     pred = predict_labels(probs, task)
     return [
         [
@@ -529,6 +546,7 @@ def predict(
     exists, onnxruntime is installed and it matches best.safetensors; False: PyTorch).
     """
     from medlens.data.images import expand_inputs
+    from medlens.evaluate.conformal import image_keys
     from medlens.export.runtime import run_predictor
     from medlens.inference import predict_logits
 
@@ -546,7 +564,7 @@ def predict(
     else:
         model, _ = _load_model(run, recipe, device)
         logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
-    probs, sets = calibrated_outputs(logits, calibration_record(run, task))
+    probs, sets = calibrated_outputs(logits, calibration_record(run, task), image_keys(images))
     pred = predict_labels(probs, task)
     names = recipe.data.label_names
     results = []

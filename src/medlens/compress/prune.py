@@ -182,9 +182,10 @@ def prune_run(
     (default a tenth of the plan's), cosine decay, no warm-up.
     """
     from medlens.api import _load_for_plan, _load_model, check_plan_fits, evaluate_run
+    from medlens.evaluate.metrics import validation_scores
     from medlens.export.speed import hardware
     from medlens.train.checkpoint import save_weights
-    from medlens.train.loop import build_model_for, fit, validation_scores
+    from medlens.train.loop import build_model_for, fit
 
     reporter = reporter or SilentReporter()
     check_options(amount, finetune_epochs, importance)

@@ -72,6 +72,7 @@ def explain(
         unlabelled_arrays,
     )
     from medlens.data.images import expand_inputs
+    from medlens.evaluate.conformal import image_keys
     from medlens.inference import predict_logits
     from medlens.train.device import resolve_device
 
@@ -93,7 +94,8 @@ def explain(
     task = recipe.data.task
     data = unlabelled_arrays(recipe, images, device)
     logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
-    probs, _ = calibrated_outputs(logits, calibration_record(run, task))  # as predict reports
+    record = calibration_record(run, task)
+    probs, _ = calibrated_outputs(logits, record, image_keys(images))  # as predict reports
     targets = probs.argmax(axis=1)
     layer = None
     if method != "rollout":

@@ -97,11 +97,11 @@ def uncertainty_rows(model, plan, ds, device, seed: int = 0) -> dict[str, Any]:
     """
     from medlens.errors import ModelError
     from medlens.evaluate.metrics import medmnist_acc, medmnist_auc
+    from medlens.evaluate.selective import selective_curve
     from medlens.evaluate.uncertainty import (
         mc_dropout_probabilities,
         mutual_information,
         predictive_entropy,
-        selective_curve,
         tta_probabilities,
     )
 

@@ -110,7 +110,7 @@ class ServedModel:
         arrays = self._arrays(image[None])
         with self._lock:
             logits = self._logits(arrays)
-            result = self._result(logits)
+            result = self._result(logits, image[None])
             if heatmap:
                 target = self.names.index(result["top_class"])
                 result["heatmap"] = self._heatmap(arrays, image, target)
@@ -125,11 +125,12 @@ class ServedModel:
             return self.session.predict_logits(arrays, 1)
         return predict_logits(self.model, arrays, 1, False)[0]
 
-    def _result(self, logits: np.ndarray) -> dict[str, Any]:
+    def _result(self, logits: np.ndarray, images: np.ndarray) -> dict[str, Any]:
         from medlens.api import _confidence, _label_text, calibrated_outputs
+        from medlens.evaluate.conformal import image_keys
         from medlens.evaluate.metrics import predict_labels
 
-        probs, sets = calibrated_outputs(logits, self.record)
+        probs, sets = calibrated_outputs(logits, self.record, image_keys(images))
         p = probs[0]
         pred = predict_labels(probs, self.task)[0]
         multi = self.task == "multi-label"

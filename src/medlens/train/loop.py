@@ -24,7 +24,7 @@ from medlens.config import Plan
 from medlens.data.dataset import ArrayDataset
 from medlens.data.loader import DeviceArrays
 from medlens.errors import ConfigError, TrainingError
-from medlens.evaluate.metrics import medmnist_acc, medmnist_auc
+from medlens.evaluate.metrics import nll, validation_scores
 from medlens.inference import predict_arrays
 from medlens.models.registry import create_model
 from medlens.progress import Reporter, SilentReporter
@@ -136,22 +136,6 @@ def device_arrays(
         on_device=plan.train.data_on_device,
         workers=plan.train.workers,
     )
-
-
-def _nll(probs: np.ndarray, labels: np.ndarray, task: str) -> float:
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    if task == "multi-label":
-        return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
-    return float(-np.log(p[np.arange(len(labels)), labels]).mean())
-
-
-def validation_scores(probs: np.ndarray, labels: np.ndarray, task: str) -> tuple[float, float]:
-    """(AUC, ACC) by MedMNIST's definitions; AUC is NaN when val lacks a class."""
-    try:
-        auc = medmnist_auc(labels, probs, task)
-    except ConfigError:
-        auc = float("nan")
-    return auc, medmnist_acc(labels, probs, task)
 
 
 def _write_curves(run: RunDir, history: list[dict[str, Any]]) -> None:
@@ -337,7 +321,7 @@ def fit(
             record = {
                 "epoch": epoch + 1,
                 "train_loss": round(train_loss, 6),
-                "val_nll": round(_nll(probs, labels, plan.data.task), 6),
+                "val_nll": round(nll(probs, labels, plan.data.task), 6),
                 "val_auc": round(val_auc, 6),
                 "val_acc": round(val_acc, 6),
                 "lr": current_lr(optimizer),
