@@ -26,7 +26,9 @@ from medlens.evaluate.metrics import (
     maximum_calibration_error,
     medmnist_acc,
     medmnist_auc,
+    nll,
     predict_labels,
+    validation_scores,
 )
 
 N_BINS = 15
@@ -178,6 +180,26 @@ def test_multilabel_acc_auc_vs_sklearn():
     want_auc = np.mean([roc_auc_score(y[:, j], p[:, j]) for j in range(4)])
     assert acc == pytest.approx(want_acc, abs=1e-12)
     assert auc == pytest.approx(want_auc, abs=1e-12)
+
+
+def test_validation_scores_and_nll_vs_sklearn():
+    from sklearn.metrics import log_loss
+
+    y, p = softmax_data(300, 4, seed=12)
+    assert validation_scores(p, y, "multi-class") == (
+        medmnist_auc(y, p, "multi-class"),
+        medmnist_acc(y, p, "multi-class"),
+    )
+    auc, acc = validation_scores(p, np.where(y == 3, 0, y), "multi-class")  # class 3 absent
+    assert np.isnan(auc) and acc == medmnist_acc(np.where(y == 3, 0, y), p, "multi-class")
+    assert nll(p, y, "multi-class") == pytest.approx(log_loss(y, p), abs=1e-9)
+    yb, pb = softmax_data(300, 2, seed=13)
+    assert nll(pb, yb, "binary") == pytest.approx(log_loss(yb, pb[:, 1]), abs=1e-9)
+    ym, pm = multilabel_data(200, 3, seed=14)
+    per_label = np.mean([log_loss(ym[:, j], pm[:, j]) for j in range(3)])
+    assert nll(pm, ym, "multi-label") == pytest.approx(per_label, abs=1e-9)
+    # a certain mistake costs -log(1e-7), not infinity
+    assert nll(np.array([[1.0, 0.0]]), np.array([1]), "binary") == pytest.approx(-np.log(1e-7))
 
 
 def test_single_sample_and_single_label_survive_medmnist_squeeze():
