@@ -24,6 +24,7 @@ from medlens.errors import ConfigError
 from medlens.evaluate.validation import confidence_correct, prepare
 
 _LOG_T_BOUNDS = (-4.0, 4.0)  # T between 0.018 and 55: wider is never a sensible calibration
+N_BINS = 15  # equal-width bins for the ECE, the MCE and the reliability diagram alike
 
 
 def _check_logits(logits: Any, y: Any, task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -77,9 +78,6 @@ def brier_score(y: Any, probs: Any, task: str) -> float:
     if task == "multi-label":
         return float(np.mean((s - yy) ** 2))
     return float(np.mean(((s - np.eye(s.shape[1])[yy]) ** 2).sum(axis=1)))
-
-
-N_BINS = 15  # equal-width bins for the ECE, the MCE and the reliability diagram alike
 
 
 @dataclass(frozen=True)
