@@ -26,7 +26,9 @@ from medlens.evaluate.metrics import (
     maximum_calibration_error,
     medmnist_acc,
     medmnist_auc,
+    nll,
     predict_labels,
+    validation_scores,
 )
 
 N_BINS = 15
@@ -75,50 +77,129 @@ def assert_off_bin_edges(conf):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("k", "task"), [(3, "multi-class"), (5, "multi-class"), (5, "ordinal")])
-def test_multiclass_acc_auc_vs_sklearn_and_medmnist(k, task):
+# medmnist's task strings for ours; its labels come as (N, 1) for single-label tasks
+MEDMNIST_TASK = {
+    "binary": "binary-class",
+    "multi-class": "multi-class",
+    "ordinal": "ordinal-regression",
+    "multi-label": "multi-label, binary-class",
+}
+
+
+def medmnist_reference(y, p, task: str, threshold: float = 0.5) -> tuple[float, float]:
+    """(ACC, AUC) from medmnist's own evaluator (which imports torch; medlens does not)."""
     from medmnist.evaluator import getACC, getAUC
 
+    y = y if task == "multi-label" else np.asarray(y).reshape(-1, 1)
+    name = MEDMNIST_TASK[task]
+    return getACC(y, p, name, threshold=threshold), getAUC(y, p, name)
+
+
+def random_scores(task: str, seed: int):
+    """As many classes as PathMNIST (9) and labels as ChestMNIST (14): from 8 on, numpy's
+    pairwise mean no longer adds in order, and only medmnist's order gives its floats."""
+    if task == "multi-label":
+        return multilabel_data(700, 14, seed=seed)
+    return softmax_data(900, {"binary": 2, "multi-class": 9, "ordinal": 5}[task], seed=seed)
+
+
+@pytest.fixture(scope="module")
+def real_scores(medmnist_dir):
+    """Real images and a real model's scores: logistic regression on 14 x 14 pixels of
+    BreastMNIST and PneumoniaMNIST, every task type built from their labels.
+
+    multi-class / ordinal: the four (dataset, class) pairs; multi-label: "is a chest X-ray"
+    and "shows the finding" (malignant or pneumonia); binary: the finding."""
+    from sklearn.linear_model import LogisticRegression
+
+    def split(name: str, part: str, n: int):
+        data = np.load(medmnist_dir / f"{name}.npz")
+        x = data[f"{part}_images"][:n, ::2, ::2].reshape(-1, 196) / 255.0
+        return x, data[f"{part}_labels"][:n, 0].astype(int)
+
+    def pooled(part: str, n: int):
+        (xb, yb), (xp, yp) = split("breastmnist", part, n), split("pneumoniamnist", part, n)
+        chest = np.r_[np.zeros(len(yb), int), np.ones(len(yp), int)]
+        finding = np.r_[yb == 0, yp == 1].astype(int)  # malignant (0), pneumonia (1)
+        return np.vstack([xb, xp]), 2 * chest + np.r_[yb, yp], np.stack([chest, finding], 1)
+
+    x_tr, four_tr, two_tr = pooled("train", 500)
+    x_te, four_te, two_te = pooled("test", 150)
+    out = {}
+    model = LogisticRegression(max_iter=300).fit(x_tr, four_tr)
+    out["multi-class"] = out["ordinal"] = (four_te, model.predict_proba(x_te))
+    fits = [LogisticRegression(max_iter=300).fit(x_tr, two_tr[:, j]) for j in range(2)]
+    out["multi-label"] = (two_te, np.stack([f.predict_proba(x_te)[:, 1] for f in fits], 1))
+    out["binary"] = (two_te[:, 1], fits[1].predict_proba(x_te))
+    return out
+
+
+@pytest.mark.parametrize("task", ["binary", "multi-class", "ordinal", "multi-label"])
+@pytest.mark.parametrize("scores", ["random", "real"])
+def test_acc_auc_equal_medmnist_evaluator(task, scores, request):
+    if scores == "random":
+        y, p = random_scores(task, seed=len(task))
+    else:
+        y, p = request.getfixturevalue("real_scores")[task]
+    acc, auc = medmnist_acc(y, p, task), medmnist_auc(y, p, task)
+    assert 0.15 < acc < 0.99 and 0.55 < auc < 0.999, (acc, auc)  # not a degenerate data set
+    want_acc, want_auc = medmnist_reference(y, p, task)
+    assert (acc, auc) == (want_acc, want_auc)  # the same floats, not merely close
+    if task != "multi-label":  # (N, 1) labels, medmnist's own layout, give the same numbers
+        assert (medmnist_acc(y[:, None], p, task), medmnist_auc(y[:, None], p, task)) == (acc, auc)
+    if task in ("binary", "multi-label"):  # and so do other thresholds
+        for threshold in (0.3, 0.7):
+            want = medmnist_reference(y, p, task, threshold)[0]
+            assert medmnist_acc(y, p, task, threshold=threshold) == want
+
+
+@pytest.mark.parametrize(("k", "task"), [(3, "multi-class"), (5, "multi-class"), (5, "ordinal")])
+def test_multiclass_acc_auc_vs_sklearn(k, task):
     y, p = softmax_data(400, k, seed=k)
     acc, auc = medmnist_acc(y, p, task), medmnist_auc(y, p, task)
     assert acc == pytest.approx(accuracy_score(y, p.argmax(1)), abs=1e-12)
     assert auc == pytest.approx(ovr_macro_auc(y, p), abs=1e-12)
-    assert 0.3 < acc < 0.95 and 0.6 < auc < 0.99  # a non-degenerate data set
-    y_col = y[:, None]  # medmnist's own label layout (N, 1)
-    assert acc == pytest.approx(getACC(y_col, p, "multi-class"), abs=1e-12)
-    assert auc == pytest.approx(getAUC(y_col, p, "multi-class"), abs=1e-12)
-    assert medmnist_acc(y_col, p, task) == acc and medmnist_auc(y_col, p, task) == auc
 
 
-def test_binary_acc_auc_vs_sklearn_and_medmnist():
-    from medmnist.evaluator import getACC, getAUC
-
+def test_binary_acc_auc_vs_sklearn():
     y, p = softmax_data(300, 2, seed=2)
     acc, auc = medmnist_acc(y, p, "binary"), medmnist_auc(y, p, "binary")
     assert acc == pytest.approx(accuracy_score(y, p[:, 1] > 0.5), abs=1e-12)
     assert auc == pytest.approx(roc_auc_score(y, p[:, 1]), abs=1e-12)
-    assert acc == pytest.approx(getACC(y[:, None], p, "binary-class"), abs=1e-12)
-    assert auc == pytest.approx(getAUC(y[:, None], p, "binary-class"), abs=1e-12)
     # (N,) = P(class 1) gives the same numbers
     assert medmnist_acc(y, p[:, 1], "binary") == acc
     assert medmnist_auc(y, p[:, 1], "binary") == auc
-    # threshold is honoured
     acc_07 = medmnist_acc(y, p, "binary", threshold=0.7)
     assert acc_07 == pytest.approx(accuracy_score(y, p[:, 1] > 0.7), abs=1e-12)
-    assert acc_07 != acc
 
 
-def test_multilabel_acc_auc_vs_sklearn_and_medmnist():
-    from medmnist.evaluator import getACC, getAUC
-
+def test_multilabel_acc_auc_vs_sklearn():
     y, p = multilabel_data(350, 4, seed=4)
     acc, auc = medmnist_acc(y, p, "multi-label"), medmnist_auc(y, p, "multi-label")
     want_acc = np.mean([accuracy_score(y[:, j], p[:, j] > 0.5) for j in range(4)])
     want_auc = np.mean([roc_auc_score(y[:, j], p[:, j]) for j in range(4)])
     assert acc == pytest.approx(want_acc, abs=1e-12)
     assert auc == pytest.approx(want_auc, abs=1e-12)
-    assert acc == pytest.approx(getACC(y, p, "multi-label, binary-class"), abs=1e-12)
-    assert auc == pytest.approx(getAUC(y, p, "multi-label, binary-class"), abs=1e-12)
+
+
+def test_validation_scores_and_nll_vs_sklearn():
+    from sklearn.metrics import log_loss
+
+    y, p = softmax_data(300, 4, seed=12)
+    assert validation_scores(p, y, "multi-class") == (
+        medmnist_auc(y, p, "multi-class"),
+        medmnist_acc(y, p, "multi-class"),
+    )
+    auc, acc = validation_scores(p, np.where(y == 3, 0, y), "multi-class")  # class 3 absent
+    assert np.isnan(auc) and acc == medmnist_acc(np.where(y == 3, 0, y), p, "multi-class")
+    assert nll(p, y, "multi-class") == pytest.approx(log_loss(y, p), abs=1e-9)
+    yb, pb = softmax_data(300, 2, seed=13)
+    assert nll(pb, yb, "binary") == pytest.approx(log_loss(yb, pb[:, 1]), abs=1e-9)
+    ym, pm = multilabel_data(200, 3, seed=14)
+    per_label = np.mean([log_loss(ym[:, j], pm[:, j]) for j in range(3)])
+    assert nll(pm, ym, "multi-label") == pytest.approx(per_label, abs=1e-9)
+    # a certain mistake costs -log(1e-7), not infinity
+    assert nll(np.array([[1.0, 0.0]]), np.array([1]), "binary") == pytest.approx(-np.log(1e-7))
 
 
 def test_single_sample_and_single_label_survive_medmnist_squeeze():

@@ -18,14 +18,23 @@ import medlens.api as ml
 from medlens.errors import ConfigError
 from medlens.evaluate.bootstrap import bootstrap_metrics, weighted_auc, weighted_metrics
 from medlens.evaluate.calibration import (
+    N_BINS,
     brier_score,
+    calibration_summary,
     fit_temperature,
     probabilities,
+    reliability,
 )
 from medlens.evaluate.conformal import ConformalPredictor, coverage_report, random_split_coverage
-from medlens.evaluate.metrics import _prepare, classification_metrics, expected_calibration_error
+from medlens.evaluate.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    maximum_calibration_error,
+)
 from medlens.evaluate.operating import operating_point, threshold_for
 from medlens.evaluate.subgroups import group_labels, subgroup_columns, subgroup_metrics
+from medlens.evaluate.trust import trust_analysis
+from medlens.evaluate.validation import prepare
 
 
 def _synthetic(n: int, k: int, seed: int, sharpen: float = 1.0):
@@ -54,7 +63,7 @@ def test_unit_weight_metrics_equal_classification_metrics(task, k):
         s = probabilities(logits, task)
     s = np.round(s, 2)  # many ties: AUC must count them as one half, as scikit-learn does
     ref = classification_metrics(y, s, task)
-    yy, ss = _prepare(y, s, task)
+    yy, ss = prepare(y, s, task)
     got = weighted_metrics(yy, ss, task, np.ones((1, n)))
     shared = [key for key in got if key in ref]
     assert len(shared) >= 8
@@ -137,6 +146,39 @@ def test_temperature_scaling_recovers_overconfidence_and_lowers_ece():
     assert after < before / 4
 
 
+@pytest.mark.parametrize(("task", "k"), [("binary", 2), ("multi-class", 5), ("multi-label", 3)])
+def test_reliability_diagram_gaps_sum_to_the_reported_ece(task, k):
+    """One set of bins: the diagram's per-bin gaps, weighted by the bin counts, are the ECE
+    that trust.json reports, and the ECE of metrics.json and of the bootstrap."""
+    rng = np.random.default_rng(k)
+    if task == "multi-label":
+        y = (rng.random((2000, k)) < 0.4).astype(int)
+        logits = 3 * (y - 0.5) + rng.normal(0, 2, size=(2000, k))
+    else:
+        logits, y = _synthetic(2000, k, k, sharpen=2.0)
+    val, test = slice(0, 1000), slice(1000, None)
+    calib = calibration_summary(logits[val], y[val], logits[test], y[test], task)
+    for key, temperature in (("before", 1.0), ("after", calib["temperature"])):
+        judged = calib["test"][key]
+        diagram = judged["reliability"]
+        assert len(diagram["count"]) == N_BINS == len(diagram["edges"]) - 1
+        count = np.array(diagram["count"])
+        gap = np.array([0.0 if g is None else abs(g) for g in diagram["gap"]])
+        assert (count * gap).sum() / count.sum() == pytest.approx(judged["ece"], abs=1e-12)
+        assert gap.max() == pytest.approx(judged["mce"], abs=1e-12)
+        p = probabilities(logits[test], task, temperature)
+        assert judged["ece"] == pytest.approx(
+            expected_calibration_error(y[test], p, task), abs=1e-12
+        )
+        assert judged["mce"] == pytest.approx(
+            maximum_calibration_error(y[test], p, task), abs=1e-12
+        )
+        assert diagram == reliability(y[test], p, task)
+        boot = bootstrap_metrics(y[test], p, task, n_boot=0)["ece"]["value"]
+        assert boot == pytest.approx(judged["ece"], abs=1e-12)
+    assert calib["test"]["before"]["ece"] > 0.02  # something to measure
+
+
 def test_temperature_keeps_predictions():
     logits, y = _synthetic(500, 3, 4, sharpen=2.0)
     t = fit_temperature(logits, y, "multi-class")
@@ -194,7 +236,8 @@ def test_operating_point_reports_test_rates_with_intervals():
 def test_conformal_coverage_matches_theory_on_exchangeable_data(method):
     logits, y = _synthetic(4000, 6, 7)
     p = probabilities(logits, "multi-class")
-    result = random_split_coverage(p, y, alpha=0.1, method=method, n_splits=40)
+    keys = np.arange(len(y))  # any distinct integer per case will do for synthetic cases
+    result = random_split_coverage(p, y, alpha=0.1, method=method, keys=keys, n_splits=40)
     # split conformal: 1 - alpha <= E[coverage] <= 1 - alpha + 1/(n_cal + 1) (randomised: exact)
     assert result["mean_coverage"] == pytest.approx(0.9, abs=0.01)
 
@@ -203,10 +246,11 @@ def test_conformal_sets_adapt_and_raps_is_no_larger_than_aps():
     logits, y = _synthetic(3000, 8, 8)
     p = probabilities(logits, "multi-class")
     cal, new = slice(0, 1500), slice(1500, None)
+    keys = np.arange(len(y))
     sizes = {}
     for method in ("lac", "aps", "raps"):
-        cp = ConformalPredictor.fit(p[cal], y[cal], alpha=0.1, method=method)
-        sets = cp.predict_sets(p[new])
+        cp = ConformalPredictor.fit(p[cal], y[cal], alpha=0.1, method=method, keys=keys[cal])
+        sets = cp.predict_sets(p[new], keys=keys[new])
         sizes[method] = sets.sum(1).mean()
         # harder cases (lower top probability) get larger sets
         top = p[new].max(1)
@@ -220,7 +264,46 @@ def test_conformal_rejects_bad_settings():
     with pytest.raises(ConfigError, match="unknown conformal method"):
         ConformalPredictor.fit(p, np.zeros(5, int), method="naive")
     with pytest.raises(ConfigError, match="cannot give 99% coverage"):
-        ConformalPredictor.fit(p, np.zeros(5, int), alpha=0.01)
+        ConformalPredictor.fit(p, np.zeros(5, int), alpha=0.01, keys=np.arange(5))
+
+
+# ----------------------------------------------------------------------- the whole analysis
+
+
+def test_trust_analysis_takes_plain_arguments():
+    val_logits, val_y = _synthetic(600, 2, 21)
+    test_logits, test_y = _synthetic(600, 2, 22)
+    names = ["lesion", "normal"]
+    common = {"task": "binary", "label_names": names, "n_boot": 200, "ci": 0.9, "seed": 3}
+    trust = trust_analysis(
+        val_logits, val_y, test_logits, test_y, **common, positive=0, conformal_alpha=0.2,
+        conformal_method="aps", target_sensitivity=0.8, target_specificity=0.95,
+        val_keys=np.arange(600), test_keys=np.arange(600, 1200),
+    )  # fmt: skip
+    assert trust["confidence_intervals"] | {"metrics": None, "calibrated": None} == {
+        "n_boot": 200, "ci": 0.9, "seed": 3, "resampled": "images",
+        "metrics": None, "calibrated": None,
+    }  # fmt: skip
+    ops = trust["operating_points"]
+    assert [(o["positive_class"], o["target"], o["value"]) for o in ops] == [
+        ("lesion", "sensitivity", 0.8),
+        ("lesion", "specificity", 0.95),
+    ]
+    assert ops[0]["val"]["sensitivity"] >= 0.8 and ops[1]["val"]["specificity"] >= 0.95
+    # positive=0: sensitivity is class 0's recall, as classification_metrics reports it
+    p = probabilities(test_logits, "binary")
+    want = classification_metrics(test_y, p, "binary", label_names=names, positive=0)
+    assert trust["confidence_intervals"]["metrics"]["sensitivity"]["value"] == pytest.approx(
+        want["sensitivity"]
+    )
+    conformal = trust["conformal"]
+    assert (conformal["method"], conformal["alpha"], conformal["seed"]) == ("aps", 0.2, 3)
+    assert conformal["target_coverage"] == pytest.approx(0.8)
+    with pytest.raises(ConfigError, match="APS prediction sets are randomised"):
+        trust_analysis(val_logits, val_y, test_logits, test_y, **common)  # no keys
+    no_keys = trust_analysis(val_logits, val_y, test_logits, test_y, **common,
+                             conformal_method="lac")  # fmt: skip
+    assert no_keys["conformal"]["method"] == "lac"
 
 
 # ---------------------------------------------------------------------------------- subgroups

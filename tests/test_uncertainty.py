@@ -14,7 +14,6 @@ from medlens.analyse.uncertainty import (
     mc_dropout_probabilities,
     mutual_information,
     predictive_entropy,
-    selective_curve,
     tta_probabilities,
 )
 from medlens.config import AugmentConfig
@@ -22,6 +21,7 @@ from medlens.data.loader import device_arrays
 from medlens.data.sources import load_dataset
 from medlens.errors import ConfigError, ModelError
 from medlens.evaluate.metrics import medmnist_acc
+from medlens.evaluate.selective import selective_curve
 from medlens.inference import predict_arrays
 from medlens.models.build import build_model
 from medlens.models.resnet3d import DropoutLinear

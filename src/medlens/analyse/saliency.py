@@ -1,7 +1,8 @@
 """One entry point for saliency maps: Grad-CAM, Grad-CAM++ and attention rollout.
 
 >>> maps = saliency_maps(model, x)  # doctest: +SKIP
->>> maps.shape  # (N, H, W) for images, (N, D, H, W) for volumes, values in [0, 1]
+>>> maps.shape  # doctest: +SKIP
+(N, H, W) for images, (N, D, H, W) for volumes, values in [0, 1]
 """
 
 from __future__ import annotations

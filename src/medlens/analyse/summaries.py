@@ -14,13 +14,13 @@ from medlens.analyse.uncertainty import (
     mc_dropout_probabilities,
     mutual_information,
     predictive_entropy,
-    selective_curve,
     tta_probabilities,
 )
 from medlens.config import Plan
 from medlens.data.dataset import Split
 from medlens.errors import MedlensError, ModelError
 from medlens.evaluate.metrics import medmnist_acc, medmnist_auc
+from medlens.evaluate.selective import selective_curve
 
 
 def robustness_summary(

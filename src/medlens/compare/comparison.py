@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from medlens.compare.members import Member, MemberResult
-from medlens.config import Plan
+from medlens.config import Plan, positive_index
 from medlens.errors import ConfigError, ModelError
 from medlens.progress import Reporter, SilentReporter
 from medlens.run import check_plan_fits, write_json
@@ -102,7 +102,6 @@ def _paired_tests(
     probabilities; also each model's AUC of those averaged probabilities."""
     from medlens.compare.paired import paired_auc_test
     from medlens.evaluate.metrics import medmnist_auc
-    from medlens.evaluate.trust import positive_index
 
     task = plan.data.task
     test = ds.splits["test"]

@@ -35,6 +35,7 @@ from medlens.compress.runs import (
 from medlens.config import Plan, PruneConfig, apply_overrides
 from medlens.data.loader import device_arrays
 from medlens.errors import ConfigError, ModelError
+from medlens.evaluate.metrics import validation_scores
 from medlens.inference import predict_arrays
 from medlens.models.build import build_model
 from medlens.models.checkpoint import save_weights
@@ -43,7 +44,6 @@ from medlens.progress import Reporter, SilentReporter
 from medlens.run import Run, default_run_name, write_json
 from medlens.stages.evaluate import evaluate_run
 from medlens.stages.train import train_run
-from medlens.train.loop import validation_scores
 
 INSTALL_HINT = 'pip install "medlens[compress]" (torch-pruning)'
 IMPORTANCE = ("l1", "l2")

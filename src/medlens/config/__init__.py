@@ -24,6 +24,7 @@ from medlens.config.plan import (
     load_plan,
     parse_duration,
     parse_set_options,
+    positive_index,
     save_plan,
     validate_plan,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "parse_duration",
     "parse_set_options",
     "parse_window",
+    "positive_index",
     "save_plan",
     "validate_plan",
 ]

@@ -355,6 +355,12 @@ class Plan(_Section):
         return self
 
 
+def positive_index(plan: Plan) -> int:
+    """Index of the class that binary metrics call positive: ``evaluate.positive_class``, or 1."""
+    name = plan.evaluate.positive_class
+    return 1 if name is None else plan.data.label_names.index(name)
+
+
 def _format_validation_error(exc: ValidationError, where: str, field: str = "") -> str:
     parts = []
     for err in exc.errors():

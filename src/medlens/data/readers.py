@@ -213,7 +213,7 @@ UPLOAD_KINDS = "PNG, JPEG, TIFF, BMP, DICOM or NIfTI (.nii, .nii.gz)"
 
 
 def sniff_kind(data: bytes) -> str | None:
-    """The image kind by content (never by name), or None: png, jpeg, tiff, bmp, dicom, nifti.
+    r"""The image kind by content (never by name), or None: png, jpeg, tiff, bmp, dicom, nifti.
 
     >>> sniff_kind(b"\x89PNG\r\n\x1a\n" + bytes(8)), sniff_kind(b"hello")
     ('png', None)

@@ -26,7 +26,8 @@ import numpy as np
 from scipy.stats import norm
 
 from medlens.errors import ConfigError
-from medlens.evaluate.metrics import _predict, _prepare
+from medlens.evaluate.calibration import N_BINS, calibration_bins
+from medlens.evaluate.validation import confidence_correct, hard_labels, prepare
 
 _CHUNK = 250  # resamples per block: bounds memory at about 250 x N x 8 bytes per array
 
@@ -63,27 +64,18 @@ def _counts(truth: np.ndarray, pred: np.ndarray, w: np.ndarray) -> tuple[np.ndar
     return tp, fp, fn, tn
 
 
-def _ece(conf: np.ndarray, correct: np.ndarray, w: np.ndarray, n_bins: int) -> np.ndarray:
-    """Weighted ECE per resample; conf/correct (M,), w (B, M). Same bins as metrics.py."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-    onehot = np.zeros((conf.size, n_bins))
-    onehot[np.arange(conf.size), idx] = 1.0
-    gap = w @ (onehot * (correct - conf)[:, None])  # (B, bins): sum of (acc - conf) per bin
-    return np.abs(gap).sum(axis=1) / w.sum(axis=1)
-
-
 def weighted_metrics(
-    y: np.ndarray, s: np.ndarray, task: str, w: np.ndarray, n_bins: int = 15, positive: int = 1
+    y: np.ndarray, s: np.ndarray, task: str, w: np.ndarray, n_bins: int = N_BINS, positive: int = 1
 ) -> dict[str, np.ndarray]:
-    """Every scalar metric for each row of ``w`` (B, N); y and s as ``_prepare`` returns them.
+    """Every scalar metric for each row of ``w`` (B, N); y and s as
+    :func:`~medlens.evaluate.validation.prepare` returns them.
 
     Keys match :func:`classification_metrics` (acc, auc, balanced_accuracy, precision_macro,
     recall_macro, specificity_macro, f1_macro, binary: sensitivity, specificity, precision, f1)
     plus ece and brier.
     """
     k = s.shape[1]
-    pred = _predict(s, task, 0.5)
+    pred = hard_labels(s, task)
     if task == "multi-label":
         truth, hard = y.astype(np.float64), pred.astype(np.float64)
     else:
@@ -105,16 +97,12 @@ def weighted_metrics(
         seen = (support > 0).astype(float) + (negatives > 0)
         bal = _safe_div(np.where(support > 0, recall, 0) + np.where(negatives > 0, spec, 0), seen)
         bal = bal.mean(axis=1)
-        conf = np.maximum(s, 1 - s).ravel()
-        correct = (hard == truth).astype(np.float64).ravel()
-        w_pairs = np.repeat(w, k, axis=1)
+        w_pairs = np.repeat(w, k, axis=1)  # one weight per (case, label), as ravel() orders them
         brier = (w @ ((s - truth) ** 2).mean(axis=1)) / total
     else:
         acc = tp.sum(axis=1) / total
         present = support > 0
         bal = np.where(present, recall, 0).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
-        conf = np.clip(s, 0, 1).max(axis=1)
-        correct = (pred == y).astype(np.float64)
         w_pairs = w
         if task == "binary":
             brier = (w @ (s[:, 1] - y) ** 2) / total
@@ -136,7 +124,7 @@ def weighted_metrics(
             precision=precision[:, positive],
             f1=f1[:, positive],
         )
-    out["ece"] = _ece(np.clip(conf, 0, 1), correct, w_pairs, n_bins)
+    out["ece"] = calibration_bins(*confidence_correct(y, s, task), n_bins, weights=w_pairs).ece
     out["brier"] = brier
     return out
 
@@ -187,7 +175,7 @@ def bootstrap_metrics(
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
-    n_bins: int = 15,
+    n_bins: int = N_BINS,
     positive: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Point estimate and percentile bootstrap interval of every scalar metric.
@@ -197,7 +185,7 @@ def bootstrap_metrics(
     switches to resampling patients; ``positive`` is the class whose sensitivity, specificity,
     precision and F1 are reported for binary tasks.
     """
-    y, s = _prepare(y_true, y_score, task)
+    y, s = prepare(y_true, y_score, task)
     if not 0 < ci < 1:
         raise ConfigError(f"ci must be in (0, 1), got {ci}", hint="e.g. 0.95")
     if groups is not None and len(groups) != len(y):

@@ -1,18 +1,13 @@
 """Classification metrics as plain functions of numpy arrays.
 
 This module deliberately does not import torch: everything here works on numpy arrays of
-labels and probabilities, so evaluation can run (and be tested) without a model.
+labels and probabilities, so evaluation can run (and be tested) without a model. Tasks and
+the shapes of ``y_true`` and ``y_score`` are described in :mod:`medlens.evaluate.validation`.
 
-Tasks are strings: ``"binary"``, ``"multi-class"``, ``"multi-label"`` and ``"ordinal"``
-(ordinal is evaluated exactly as multi-class).
-
-Input convention:
-
-* ``y_true``: binary / multi-class / ordinal: int class indices of shape ``(N,)`` or ``(N, 1)``;
-  multi-label: a ``(N, K)`` 0/1 array.
-* ``y_score``: probabilities. binary: ``(N, 2)`` softmax probabilities, or ``(N,)`` = P(class 1);
-  multi-class / ordinal: ``(N, K)`` softmax probabilities; multi-label: ``(N, K)`` sigmoid
-  probabilities.
+ACC and AUC follow MedMNIST v2's definitions (``medmnist.evaluator.getACC`` / ``getAUC``),
+written out here over scikit-learn rather than imported: ``import medmnist.evaluator`` runs
+medmnist's ``__init__``, which imports its torch dataset classes, and ``evaluate/`` must stay
+free of torch. The tests check the two against medmnist's own functions for every task type.
 
 >>> import numpy as np
 >>> y = np.array([0, 1, 1, 0])
@@ -31,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
+    accuracy_score,
     balanced_accuracy_score,
     confusion_matrix,
     multilabel_confusion_matrix,
@@ -39,6 +35,16 @@ from sklearn.metrics import (
 )
 
 from medlens.errors import ConfigError
+from medlens.evaluate.calibration import N_BINS, calibration_bins
+from medlens.evaluate.validation import (
+    TASKS,
+    check_scores,
+    check_task,
+    check_threshold,
+    confidence_correct,
+    hard_labels,
+    prepare,
+)
 
 __all__ = [
     "METRIC_LABELS",
@@ -49,20 +55,10 @@ __all__ = [
     "maximum_calibration_error",
     "medmnist_acc",
     "medmnist_auc",
+    "nll",
     "predict_labels",
+    "validation_scores",
 ]
-
-TASKS: tuple[str, ...] = ("binary", "multi-class", "multi-label", "ordinal")
-
-# Our task names -> the task strings medmnist.evaluator.getACC / getAUC understand.
-_MEDMNIST_TASK = {
-    "binary": "binary-class",
-    "multi-class": "multi-class",
-    "ordinal": "multi-class",
-    "multi-label": "multi-label, binary-class",
-}
-
-_SCORE_TOL = 1e-6
 
 METRIC_LABELS: dict[str, str] = {
     "acc": "ACC (MedMNIST)",
@@ -84,166 +80,8 @@ METRIC_LABELS: dict[str, str] = {
 
 
 # ----------------------------------------------------------------------------------------------
-# validation helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _check_task(task: str) -> str:
-    if task not in TASKS:
-        raise ConfigError(
-            f"unknown task {task!r}",
-            hint=f"use one of {', '.join(repr(t) for t in TASKS)}",
-        )
-    return task
-
-
-def _check_threshold(threshold: float) -> float:
-    if not (isinstance(threshold, (int, float)) and 0.0 <= float(threshold) <= 1.0):
-        raise ConfigError(
-            f"threshold must be a number in [0, 1], got {threshold!r}",
-            hint="pass a probability threshold such as 0.5",
-        )
-    return float(threshold)
-
-
-def _check_scores(y_score: Any, task: str) -> np.ndarray:
-    """Return scores as float64: binary -> (N, 2), others -> (N, K); validated."""
-    s = np.asarray(y_score)
-    if s.dtype == object or not (
-        np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)
-    ):
-        raise ConfigError(
-            f"y_score must be a numeric array of probabilities, got dtype {s.dtype}",
-            hint="pass softmax/sigmoid probabilities as a float array",
-        )
-    s = s.astype(np.float64)
-    if task == "binary":
-        if s.ndim == 2 and s.shape[1] == 1:
-            s = s[:, 0]
-        if s.ndim == 1:
-            s = np.stack([1.0 - s, s], axis=1)
-        elif not (s.ndim == 2 and s.shape[1] == 2):
-            raise ConfigError(
-                f"binary y_score must have shape (N, 2) or (N,), got {s.shape} "
-                f"({s.shape[-1] if s.ndim else 0} score columns, expected 2)",
-                hint="pass the two softmax probabilities per sample, or P(class 1) as (N,)",
-            )
-    elif s.ndim != 2:
-        raise ConfigError(
-            f"{task} y_score must have shape (N, K), got {s.shape}",
-            hint="pass one probability column per class (softmax for multi-class, "
-            "sigmoid for multi-label)",
-        )
-    if s.shape[0] == 0:
-        raise ConfigError("y_score has no samples (N = 0)", hint="evaluate on a non-empty split")
-    if task in ("multi-class", "ordinal") and s.shape[1] < 2:
-        raise ConfigError(
-            f"{task} y_score needs at least 2 score columns, got {s.shape[1]}",
-            hint="use task 'binary' for a single probability column",
-        )
-    if s.shape[1] == 0:
-        raise ConfigError("y_score has no score columns", hint="pass one column per label")
-    if np.isnan(s).any():
-        rows = np.unique(np.nonzero(np.isnan(s))[0])
-        raise ConfigError(
-            f"y_score contains NaN in {rows.size} sample(s) (first at row {int(rows[0])})",
-            hint="check the model output for NaN (diverged training, bad input) before evaluating",
-        )
-    if not np.isfinite(s).all() or s.min() < -_SCORE_TOL or s.max() > 1.0 + _SCORE_TOL:
-        raise ConfigError(
-            "y_score must be probabilities in [0, 1], got values in "
-            f"[{s.min():.6g}, {s.max():.6g}]",
-            hint="apply softmax (single-label) or sigmoid (multi-label) to logits first",
-        )
-    return s
-
-
-def _check_labels(y_true: Any, task: str, n_classes: int, n: int) -> np.ndarray:
-    """Return labels as int64: (N,) class indices, or (N, K) 0/1 for multi-label."""
-    y = np.asarray(y_true)
-    if y.dtype == object or not (
-        np.issubdtype(y.dtype, np.integer)
-        or np.issubdtype(y.dtype, np.floating)
-        or np.issubdtype(y.dtype, np.bool_)
-    ):
-        raise ConfigError(
-            f"y_true must be a numeric label array, got dtype {y.dtype}",
-            hint="pass integer class indices (or a 0/1 matrix for multi-label)",
-        )
-    if task == "multi-label":
-        if y.ndim != 2:
-            raise ConfigError(
-                f"multi-label y_true must have shape (N, K), got {y.shape}",
-                hint="pass a 0/1 indicator matrix with one column per label",
-            )
-        if y.shape[1] != n_classes:
-            raise ConfigError(
-                f"y_true has {y.shape[1]} label columns but y_score has {n_classes} columns",
-                hint="y_score needs one sigmoid probability column per label",
-            )
-    else:
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ConfigError(
-                f"{task} y_true must be class indices of shape (N,) or (N, 1), got {y.shape}",
-                hint="convert one-hot labels with y.argmax(1), or use task 'multi-label'",
-            )
-    if y.shape[0] != n:
-        raise ConfigError(
-            f"length mismatch: y_true has {y.shape[0]} samples but y_score has {n}",
-            hint="y_true and y_score must describe the same samples in the same order",
-        )
-    if np.issubdtype(y.dtype, np.floating):
-        if not np.isfinite(y).all():
-            raise ConfigError("y_true contains NaN or inf", hint="labels must be integers")
-        if (y != np.round(y)).any():
-            raise ConfigError(
-                "y_true contains non-integer values", hint="pass integer class indices"
-            )
-    y = y.astype(np.int64)
-    if task == "multi-label":
-        if not np.isin(y, (0, 1)).all():
-            raise ConfigError(
-                "multi-label y_true must contain only 0 and 1",
-                hint="pass a 0/1 indicator matrix",
-            )
-    elif y.min() < 0 or y.max() >= n_classes:
-        raise ConfigError(
-            f"y_true has class indices in [{int(y.min())}, {int(y.max())}] but y_score has "
-            f"{n_classes} columns (classes 0..{n_classes - 1})",
-            hint="the number of score columns must match the number of classes",
-        )
-    return y
-
-
-def _prepare(y_true: Any, y_score: Any, task: str) -> tuple[np.ndarray, np.ndarray]:
-    _check_task(task)
-    s = _check_scores(y_score, task)
-    y = _check_labels(y_true, task, s.shape[1], s.shape[0])
-    return y, s
-
-
-# ----------------------------------------------------------------------------------------------
 # MedMNIST definitions
 # ----------------------------------------------------------------------------------------------
-
-
-def _medmnist_inputs(y: np.ndarray, s: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """Make arrays survive medmnist's ``squeeze()`` of every size-1 axis.
-
-    N = 1 repeats the sample and a single multi-label column is repeated; both leave the
-    per-label mean unchanged.
-    """
-    if task == "binary":
-        s = s[:, 1]  # medmnist uses the last column, i.e. P(class 1)
-    if y.shape[0] == 1:
-        y = np.repeat(y, 2, axis=0)
-        s = np.repeat(s, 2, axis=0)
-    if task == "multi-label" and y.shape[1] == 1:
-        y = np.repeat(y, 2, axis=1)
-        s = np.repeat(s, 2, axis=1)
-    return y, s
 
 
 def _check_auc_defined(y: np.ndarray, task: str, n_classes: int) -> None:
@@ -269,6 +107,14 @@ def _check_auc_defined(y: np.ndarray, task: str, n_classes: int) -> None:
         )
 
 
+def _label_mean(scores: list[float]) -> float:
+    """Sum then divide, in label order, as medmnist's evaluator does (bit-for-bit equal)."""
+    total = 0.0
+    for value in scores:
+        total += value
+    return total / len(scores)
+
+
 def medmnist_acc(y_true: Any, y_score: Any, task: str, threshold: float = 0.5) -> float:
     """Accuracy exactly as MedMNIST v2 defines it (``medmnist.evaluator.getACC``).
 
@@ -278,14 +124,12 @@ def medmnist_acc(y_true: Any, y_score: Any, task: str, threshold: float = 0.5) -
     >>> medmnist_acc(np.array([0, 2]), np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]]), "ordinal")
     0.5
     """
-    from medlens.data.medmnist import import_medmnist
-
-    getACC = import_medmnist("evaluator").getACC
-
-    threshold = _check_threshold(threshold)
-    y, s = _prepare(y_true, y_score, task)
-    y, s = _medmnist_inputs(y, s, task)
-    return float(getACC(y, s, _MEDMNIST_TASK[task], threshold=threshold))
+    threshold = check_threshold(threshold)
+    y, s = prepare(y_true, y_score, task)
+    pred = hard_labels(s, task, threshold)
+    if task == "multi-label":
+        return float(_label_mean([accuracy_score(y[:, j], pred[:, j]) for j in range(y.shape[1])]))
+    return float(accuracy_score(y, pred))
 
 
 def medmnist_auc(y_true: Any, y_score: Any, task: str) -> float:
@@ -298,39 +142,46 @@ def medmnist_auc(y_true: Any, y_score: Any, task: str) -> float:
     >>> medmnist_auc(np.array([0, 1, 1]), np.array([0.2, 0.9, 0.4]), "binary")
     1.0
     """
-    from medlens.data.medmnist import import_medmnist
-
-    getAUC = import_medmnist("evaluator").getAUC
-
-    y, s = _prepare(y_true, y_score, task)
+    y, s = prepare(y_true, y_score, task)
     _check_auc_defined(y, task, s.shape[1])
-    y, s = _medmnist_inputs(y, s, task)
+    if task == "binary":
+        return float(roc_auc_score(y, s[:, 1]))
+    if task == "multi-label":
+        return float(_label_mean([roc_auc_score(y[:, j], s[:, j]) for j in range(s.shape[1])]))
+    return float(_label_mean([roc_auc_score(y == j, s[:, j]) for j in range(s.shape[1])]))
+
+
+def validation_scores(probs: np.ndarray, labels: np.ndarray, task: str) -> tuple[float, float]:
+    """(AUC, ACC) by MedMNIST's definitions; AUC is NaN when the labels lack a class.
+
+    >>> validation_scores(np.array([[0.8, 0.2], [0.4, 0.6]]), np.array([0, 0]), "binary")
+    (nan, 0.5)
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            auc = float(getAUC(y, s, _MEDMNIST_TASK[task]))
-    except ValueError as exc:  # older scikit-learn raises when a class is absent
-        raise ConfigError(
-            f"AUC is undefined: {exc}", hint="evaluate on a split that contains every class"
-        ) from exc
-    if math.isnan(auc):  # newer scikit-learn warns and returns NaN instead
-        raise ConfigError(
-            "AUC is undefined for these labels", hint="evaluate on a split with every class"
-        )
-    return auc
+        auc = medmnist_auc(labels, probs, task)
+    except ConfigError:
+        auc = float("nan")
+    return auc, medmnist_acc(labels, probs, task)
+
+
+def nll(probs: np.ndarray, labels: np.ndarray, task: str) -> float:
+    """Mean negative log-likelihood of the labels under ``probs`` (clipped to [1e-7, 1 - 1e-7]);
+    multi-label: the mean Bernoulli NLL over every (sample, label). From logits, with a
+    temperature, see :func:`medlens.evaluate.calibration.nll`.
+
+    >>> round(nll(np.array([[0.5, 0.5], [0.9, 0.1]]), np.array([1, 0]), "binary"), 4)
+    0.3993
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(labels)
+    if task == "multi-label":
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    return float(-np.log(p[np.arange(len(y)), y.reshape(-1)]).mean())
 
 
 # ----------------------------------------------------------------------------------------------
 # predictions, calibration, confusion
 # ----------------------------------------------------------------------------------------------
-
-
-def _predict(s: np.ndarray, task: str, threshold: float) -> np.ndarray:
-    if task == "binary":
-        return (s[:, 1] > threshold).astype(np.int64)
-    if task == "multi-label":
-        return (s > threshold).astype(np.int64)
-    return np.argmax(s, axis=1).astype(np.int64)
 
 
 def predict_labels(y_score: Any, task: str, threshold: float = 0.5) -> np.ndarray:
@@ -342,43 +193,12 @@ def predict_labels(y_score: Any, task: str, threshold: float = 0.5) -> np.ndarra
     >>> predict_labels(np.array([[0.4, 0.6], [0.5, 0.5]]), "binary").tolist()
     [1, 0]
     """
-    _check_task(task)
-    threshold = _check_threshold(threshold)
-    return _predict(_check_scores(y_score, task), task, threshold)
+    check_task(task)
+    threshold = check_threshold(threshold)
+    return hard_labels(check_scores(y_score, task), task, threshold)
 
 
-def _confidence_correct(y: np.ndarray, s: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
-    s = np.clip(s, 0.0, 1.0)  # values within the 1e-6 tolerance outside [0, 1]
-    if task == "multi-label":
-        p = s.ravel()
-        conf = np.maximum(p, 1.0 - p)
-        correct = (p > 0.5).astype(np.int64) == y.ravel()
-    else:
-        # Top-label: binary uses the argmax of its two columns, i.e. threshold 0.5.
-        conf = s.max(axis=1)
-        correct = np.argmax(s, axis=1) == y
-    return conf, correct.astype(np.float64)
-
-
-def _calibration_bins(
-    conf: np.ndarray, correct: np.ndarray, n_bins: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-bin (count, sum of confidence, sum of correct) over equal-width bins on [0, 1].
-
-    Bins are (lo, hi] as in Guo et al. 2017; a confidence of exactly 0 goes in the first bin.
-    """
-    # scikit-learn has no ECE; a few lines of numpy keep evaluate/ free of torch.
-    if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 1:
-        raise ConfigError(f"n_bins must be a positive integer, got {n_bins!r}", hint="e.g. 15")
-    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
-    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
-    acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
-    return count, conf_sum, acc_sum
-
-
-def expected_calibration_error(y_true: Any, y_score: Any, task: str, n_bins: int = 15) -> float:
+def expected_calibration_error(y_true: Any, y_score: Any, task: str, n_bins: int = N_BINS) -> float:
     """Expected calibration error (L1, equal-width bins on [0, 1]).
 
     ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``. Single-label tasks use the top-label
@@ -389,22 +209,17 @@ def expected_calibration_error(y_true: Any, y_score: Any, task: str, n_bins: int
     >>> round(expected_calibration_error(np.array([0, 1]), p, "binary"), 6)
     0.45
     """
-    y, s = _prepare(y_true, y_score, task)
-    conf, correct = _confidence_correct(y, s, task)
-    count, conf_sum, acc_sum = _calibration_bins(conf, correct, n_bins)
-    return float(np.abs(acc_sum - conf_sum).sum() / count.sum())
+    y, s = prepare(y_true, y_score, task)
+    return float(calibration_bins(*confidence_correct(y, s, task), n_bins).ece)
 
 
-def maximum_calibration_error(y_true: Any, y_score: Any, task: str, n_bins: int = 15) -> float:
+def maximum_calibration_error(y_true: Any, y_score: Any, task: str, n_bins: int = N_BINS) -> float:
     """Maximum calibration error: the largest ``|acc(B_b) - conf(B_b)|`` over non-empty bins.
 
     Same bins and confidences as :func:`expected_calibration_error`.
     """
-    y, s = _prepare(y_true, y_score, task)
-    conf, correct = _confidence_correct(y, s, task)
-    count, conf_sum, acc_sum = _calibration_bins(conf, correct, n_bins)
-    full = count > 0
-    return float(np.max(np.abs(acc_sum[full] - conf_sum[full]) / count[full]))
+    y, s = prepare(y_true, y_score, task)
+    return float(calibration_bins(*confidence_correct(y, s, task), n_bins).mce)
 
 
 def confusion(
@@ -469,7 +284,7 @@ def classification_metrics(
     task: str,
     label_names: list[str] | None = None,
     threshold: float = 0.5,
-    n_bins: int = 15,
+    n_bins: int = N_BINS,
     positive: int = 1,
 ) -> dict[str, Any]:
     """Every metric of one evaluation as a JSON-serialisable dict.
@@ -485,8 +300,8 @@ def classification_metrics(
     >>> round(m["acc"], 3), m["auc"], m["sensitivity"], m["per_class"][1]["support"]
     (0.667, 1.0, 0.5, 2)
     """
-    threshold = _check_threshold(threshold)
-    y, s = _prepare(y_true, y_score, task)
+    threshold = check_threshold(threshold)
+    y, s = prepare(y_true, y_score, task)
     n, k = s.shape[0], s.shape[1]
     if label_names is None:
         names = [str(i) for i in range(k)]
@@ -498,7 +313,7 @@ def classification_metrics(
                 hint="give exactly one name per score column",
             )
 
-    y_pred = _predict(s, task, threshold)
+    y_pred = hard_labels(s, task, threshold)
     multilabel = task == "multi-label"
     labels = list(range(k))
 
@@ -563,12 +378,10 @@ def classification_metrics(
             precision=float(prec[positive]),
             f1=float(f1[positive]),
         )
-    conf, correct = _confidence_correct(y, s, task)
-    count, conf_sum, acc_sum = _calibration_bins(conf, correct, n_bins)
-    full = count > 0
+    bins = calibration_bins(*confidence_correct(y, s, task), n_bins)
     out.update(
-        ece=float(np.abs(acc_sum - conf_sum).sum() / count.sum()),
-        mce=float(np.max(np.abs(acc_sum[full] - conf_sum[full]) / count[full])),
+        ece=float(bins.ece),
+        mce=float(bins.mce),
         n=int(n),
         per_class=per_class,
         confusion_matrix=np.asarray(cm).astype(int).tolist(),

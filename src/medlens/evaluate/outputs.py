@@ -20,13 +20,17 @@ from medlens.evaluate.conformal import ConformalPredictor
 
 
 def calibrated_outputs(
-    logits: np.ndarray, record: dict[str, Any]
+    logits: np.ndarray, record: dict[str, Any], keys: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Calibrated probabilities and, for single-label tasks, conformal prediction sets."""
+    """Calibrated probabilities and, for single-label tasks, conformal prediction sets.
+
+    ``keys``: :func:`medlens.evaluate.conformal.image_keys` of the cases' model inputs, which
+    APS and RAPS sets need (a case's set then does not depend on its batch).
+    """
     probs = probabilities(logits, record["task"], record["temperature"])
     if "conformal" not in record:
         return probs, None
-    return probs, ConformalPredictor(**record["conformal"]).predict_sets(probs)
+    return probs, ConformalPredictor(**record["conformal"]).predict_sets(probs, keys=keys)
 
 
 def label_text(names: list[str], value: np.ndarray, task: str) -> str:

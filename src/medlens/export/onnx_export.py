@@ -71,7 +71,7 @@ def _check_weights(model: torch.nn.Module, path: Path) -> None:
 def _check_val_auc(recorded: Any, labels: np.ndarray, logits: np.ndarray, task: str, path: Path):
     """The reloaded weights must reproduce the val AUC stored with them (tampering check)."""
     from medlens.evaluate.calibration import probabilities
-    from medlens.train.loop import validation_scores
+    from medlens.evaluate.metrics import validation_scores
 
     auc, _ = validation_scores(probabilities(logits, task), labels, task)
     comparable = isinstance(recorded, (int, float)) and math.isfinite(recorded)

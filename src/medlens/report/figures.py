@@ -94,6 +94,9 @@ def confusion_figure(matrix: list, names: list[str], task: str) -> str:
 
 
 def reliability_figure(calibration: dict[str, Any]) -> str:
+    """Reliability diagrams before and after temperature scaling: per confidence bin the
+    accuracy (bars) and its gap to the mean confidence (hatched), titled with the ECE of the
+    same bins (:func:`medlens.evaluate.calibration.reliability` computed both)."""
     fig = Figure(figsize=(8.4, 3.6))
     axes = fig.subplots(1, 2, sharey=True)
     t = calibration["temperature"]
@@ -101,13 +104,18 @@ def reliability_figure(calibration: dict[str, Any]) -> str:
         rel = calibration["test"][key]["reliability"]
         edges = np.array(rel["edges"])
         centers = (edges[:-1] + edges[1:]) / 2
+        width = edges[1] - edges[0]
         acc = np.array([np.nan if a is None else a for a in rel["accuracy"]])
-        ax.bar(centers, acc, width=edges[1] - edges[0], edgecolor="k", alpha=0.7, label="accuracy")
+        conf = np.array([np.nan if c is None else c for c in rel["confidence"]])
+        ax.bar(centers, acc, width=width, edgecolor="k", alpha=0.7, label="accuracy")
+        ax.bar(centers, conf - acc, bottom=acc, width=width, fill=False, hatch="//",
+               edgecolor="tab:red", lw=0.6, label="gap to confidence")  # fmt: skip
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
         ece = calibration["test"][key]["ece"]
         title = "before" if key == "before" else f"after (T = {t:.2f})"
         ax.set(title=f"{title}: ECE {ece:.3f}", xlabel="confidence", xlim=(0, 1), ylim=(0, 1))
     axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=7)
     return data_uri(fig)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from medlens.config import positive_index
 from medlens.evaluate.metrics import METRIC_LABELS
-from medlens.evaluate.trust import positive_index, section
+from medlens.evaluate.trust import section
 
 
 def _ci(entry: dict[str, Any] | None) -> str:

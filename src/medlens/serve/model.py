@@ -20,6 +20,7 @@ from medlens.analyse.overlay import image_and_overlay, png_data_uri
 from medlens.analyse.saliency import saliency_maps
 from medlens.data.loader import unlabelled_arrays
 from medlens.errors import DataError, ImageTooLargeError, UnsupportedImageError, UploadError
+from medlens.evaluate.conformal import image_keys
 from medlens.evaluate.metrics import predict_labels
 from medlens.evaluate.outputs import calibrated_outputs, confidence, label_text
 from medlens.run import Run
@@ -109,7 +110,7 @@ class ServedModel:
         arrays = self._arrays(image[None])
         with self._lock:
             logits = self._logits(arrays)
-            result = self._result(logits)
+            result = self._result(logits, image[None])
             if heatmap:
                 target = self.names.index(result["top_class"])
                 result["heatmap"] = self._heatmap(arrays, image, target)
@@ -124,8 +125,8 @@ class ServedModel:
             return self.session.predict_logits(arrays, 1)
         return predict_logits(self.model, arrays, 1, False)[0]
 
-    def _result(self, logits: np.ndarray) -> dict[str, Any]:
-        probs, sets = calibrated_outputs(logits, self.record)
+    def _result(self, logits: np.ndarray, images: np.ndarray) -> dict[str, Any]:
+        probs, sets = calibrated_outputs(logits, self.record, image_keys(images))
         p = probs[0]
         pred = predict_labels(probs, self.task)[0]
         multi = self.task == "multi-label"

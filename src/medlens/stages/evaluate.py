@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from medlens.config import Plan
+from medlens.config import Plan, positive_index
 from medlens.data.dataset import ArrayDataset
 from medlens.evaluate.calibration import probabilities
+from medlens.evaluate.conformal import image_keys
 from medlens.evaluate.metrics import classification_metrics, predict_labels
 from medlens.evaluate.outputs import calibrated_outputs, confidence, label_text, set_text
-from medlens.evaluate.trust import positive_index, section, trust_analysis
+from medlens.evaluate.trust import section, trust_analysis
 from medlens.run import Run
 
 EVALUATED_SPLITS = ("val", "test")
@@ -79,18 +80,24 @@ def evaluate_run(
         )
         metrics["inference_images_per_s"] = round(speed, 1)
         out[split] = metrics
-    test = ds.splits["test"]
+    test, ev = ds.splits["test"], recipe.evaluate
+    keys = {split: image_keys(ds.splits[split].images) for split in logits}
     (val_z, val_y, _), (test_z, test_y, _) = logits["val"], logits["test"]
     trust = trust_analysis(
-        val_z, val_y, test_z, test_y, recipe, test_patients=test.patients, test_meta=test.meta
-    )
+        val_z, val_y, test_z, test_y, task=task, label_names=recipe.data.label_names,
+        positive=positive_index(recipe), n_boot=ev.bootstrap, ci=ev.ci, seed=recipe.train.seed,
+        conformal_alpha=ev.conformal_alpha, conformal_method=ev.conformal_method,
+        target_sensitivity=ev.target_sensitivity, target_specificity=ev.target_specificity,
+        subgroups=ev.subgroups, test_patients=test.patients, test_meta=test.meta,
+        val_keys=keys["val"], test_keys=keys["test"],
+    )  # fmt: skip
     run.write_json(run.metrics_file, out)
     run.write_json(run.trust_file, trust)
     record = calibration_record(trust, task)
     run.write_json(run.calibration_file, record)
     rows = []
     for split, (z, labels, _) in logits.items():
-        rows.extend(prediction_rows(split, labels, z, recipe, record))
+        rows.extend(prediction_rows(split, labels, z, recipe, record, keys[split]))
     write_predictions(run.predictions_file, rows, recipe)
     return out
 
@@ -106,12 +113,17 @@ def calibration_record(trust: dict[str, Any], task: str) -> dict[str, Any]:
 
 
 def prediction_rows(
-    split: str, labels: np.ndarray, logits: np.ndarray, recipe: Plan, record: dict[str, Any]
+    split: str,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    recipe: Plan,
+    record: dict[str, Any],
+    keys: np.ndarray | None = None,
 ) -> list:
     """One row per case: truth, prediction, raw probabilities, calibrated confidence, set."""
     task, names = recipe.data.task, recipe.data.label_names
     probs = probabilities(logits, task)
-    calibrated, sets = calibrated_outputs(logits, record)
+    calibrated, sets = calibrated_outputs(logits, record, keys)
     pred = predict_labels(probs, task)
     return [
         [

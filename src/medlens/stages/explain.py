@@ -20,6 +20,7 @@ from medlens.analyse.overlay import save_side_by_side
 from medlens.analyse.saliency import check_method, default_method, saliency_maps
 from medlens.data.loader import unlabelled_arrays
 from medlens.errors import ConfigError
+from medlens.evaluate.conformal import image_keys
 from medlens.evaluate.outputs import calibrated_outputs
 from medlens.run import Run, write_rows
 from medlens.stages.evaluate import as_run
@@ -77,7 +78,7 @@ def explain(
     task = recipe.data.task
     data = unlabelled_arrays(recipe, images, device)
     logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
-    probs, _ = calibrated_outputs(logits, run.calibration())  # as predict reports
+    probs, _ = calibrated_outputs(logits, run.calibration(), image_keys(images))  # as predict
     targets = probs.argmax(axis=1)
     layer = None
     if method != "rollout":

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medlens.evaluate.conformal import image_keys
 from medlens.evaluate.metrics import predict_labels
 from medlens.evaluate.outputs import calibrated_outputs, confidence, label_text, set_text
 from medlens.run import Run, write_rows
@@ -54,7 +55,7 @@ def predict(
     else:
         model, _ = run.load_model(device)
         logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
-    probs, sets = calibrated_outputs(logits, run.calibration())
+    probs, sets = calibrated_outputs(logits, run.calibration(), image_keys(images))
     pred = predict_labels(probs, task)
     names = recipe.data.label_names
     results = []

@@ -25,7 +25,7 @@ from medlens.data.dataset import ArrayDataset
 from medlens.data.loader import device_arrays
 from medlens.device import autocast, resolve_device
 from medlens.errors import ConfigError, TrainingError
-from medlens.evaluate.metrics import medmnist_acc, medmnist_auc
+from medlens.evaluate.metrics import nll, validation_scores
 from medlens.inference import predict_arrays
 from medlens.models.build import build_model
 from medlens.models.checkpoint import load_weights, save_weights
@@ -113,22 +113,6 @@ def check_distributed(plan: Plan, r: distributed.Ranks) -> None:
             "model.freeze is not supported under torchrun yet (DDP fixes its parameters)",
             hint="train a frozen or gradually unfrozen model in one process",
         )
-
-
-def _nll(probs: np.ndarray, labels: np.ndarray, task: str) -> float:
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    if task == "multi-label":
-        return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
-    return float(-np.log(p[np.arange(len(labels)), labels]).mean())
-
-
-def validation_scores(probs: np.ndarray, labels: np.ndarray, task: str) -> tuple[float, float]:
-    """(AUC, ACC) by MedMNIST's definitions; AUC is NaN when val lacks a class."""
-    try:
-        auc = medmnist_auc(labels, probs, task)
-    except ConfigError:
-        auc = float("nan")
-    return auc, medmnist_acc(labels, probs, task)
 
 
 def _write_curves(run: Run, history: list[dict[str, Any]]) -> None:
@@ -307,7 +291,7 @@ def fit(
             record = {
                 "epoch": epoch + 1,
                 "train_loss": round(train_loss, 6),
-                "val_nll": round(_nll(probs, labels, plan.data.task), 6),
+                "val_nll": round(nll(probs, labels, plan.data.task), 6),
                 "val_auc": round(val_auc, 6),
                 "val_acc": round(val_acc, 6),
                 "lr": current_lr(optimizer),

@@ -88,6 +88,7 @@ def _trust_seconds(plan: Plan, n_val: int, n_test: int) -> float:
     """The trust analysis (calibration, bootstrap CIs, operating points, conformal sets) on
     random logits of the run's sizes, timed at two bootstrap counts and extrapolated to the
     plan's (its cost is linear in the number of resamples)."""
+    from medlens.config import positive_index
     from medlens.evaluate.trust import trust_analysis
 
     rng = np.random.default_rng(0)
@@ -100,13 +101,23 @@ def _trust_seconds(plan: Plan, n_val: int, n_test: int) -> float:
 
     val = (rng.normal(size=(n_val, k)), labels(n_val))
     test = (rng.normal(size=(n_test, k)), labels(n_test))
+    ev = plan.evaluate
+    settings = {
+        "task": task,
+        "label_names": plan.data.label_names,
+        "positive": positive_index(plan),
+        "ci": ev.ci,
+        "conformal_alpha": ev.conformal_alpha,
+        "conformal_method": ev.conformal_method,
+        "target_sensitivity": ev.target_sensitivity,
+        "target_specificity": ev.target_specificity,
+        "val_keys": np.arange(n_val, dtype=np.uint64),
+        "test_keys": np.arange(n_val, n_val + n_test, dtype=np.uint64),
+    }
     times = {}
     for n_boot in (10, 30):
-        probe = plan.model_copy(
-            update={"evaluate": plan.evaluate.model_copy(update={"bootstrap": n_boot})}
-        )
         start = time.perf_counter()
-        trust_analysis(*val, *test, probe)
+        trust_analysis(*val, *test, n_boot=n_boot, **settings)
         times[n_boot] = time.perf_counter() - start
     per_resample = max(0.0, (times[30] - times[10]) / 20)
     base = max(0.0, times[10] - 10 * per_resample)
