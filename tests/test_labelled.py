@@ -325,12 +325,12 @@ def test_cli_folder_with_skip_bad_and_resume_from_plan(capsys, tmp_path):
 def test_reloading_a_plan_keeps_its_splits_whatever_the_training_seed(tmp_path):
     """evaluate, --resume and --plan reload the data: the split must be the plan's (seed 0),
     not one drawn with train.seed, or a seed-3 run would be evaluated on other test images."""
-    from medlens.api import _load_for_plan
+    from medlens.api import load_plan_data
     from medlens.config import apply_overrides
 
     path = _manifest(tmp_path)
     fields = {"label_columns": ["finding"], "patient_column": "patient_id"}
     recipe, _, ds = ml.plan(str(path), device="cpu", source_fields=fields)
-    reloaded = _load_for_plan(apply_overrides(recipe, {"train.seed": 3}), None, False)
+    reloaded = load_plan_data(apply_overrides(recipe, {"train.seed": 3}), None, False)
     for split in ("train", "val", "test"):
         assert sorted(reloaded.splits[split].patients) == sorted(ds.splits[split].patients)

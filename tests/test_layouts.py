@@ -22,7 +22,8 @@ from medlens.data.folders import scan_folder
 from medlens.data.labelled import MODALITY_NAMES, SourceOptions
 from medlens.data.sources import load_dataset
 from medlens.errors import ConfigError, DataError
-from medlens.plan import MIRROR_FREE, ORIENTATION_FREE, make_plan
+from medlens.plan import make_plan
+from medlens.plan.planner import MIRROR_FREE, ORIENTATION_FREE
 from tests.conftest import blob_images
 
 CHEST_XRAY = Path(__file__).resolve().parents[2] / "shared/data/chest_xray"
@@ -96,7 +97,7 @@ def test_train_test_folders_get_val_carved_out_of_train(tmp_path):
 
 
 def test_val_fraction_and_seed_are_plan_fields_and_reload_the_same_split(tmp_path):
-    from medlens.api import _load_for_plan
+    from medlens.api import load_plan_data
 
     root = _split_folder(tmp_path / "set", {"train": 40, "test": 10})
     fields = {"val_fraction": 0.25, "split_seed": 3}
@@ -104,7 +105,7 @@ def test_val_fraction_and_seed_are_plan_fields_and_reload_the_same_split(tmp_pat
     assert (recipe.data.val_fraction, recipe.data.split_seed) == (0.25, 3)
     assert _n(ds)["val"] == 20
     assert any("0.25 of train carved out as val" in n and "seed 3" in n for n in recipe.notes)
-    again = _load_for_plan(recipe, None, False)
+    again = load_plan_data(recipe, None, False)
     assert sorted(again.splits["val"].hashes) == sorted(ds.splits["val"].hashes)
     other = load_dataset(str(root), size=16, options=SourceOptions(val_fraction=0.25))
     assert sorted(other.splits["val"].hashes) != sorted(ds.splits["val"].hashes)  # seed 0
