@@ -1,4 +1,5 @@
-"""The MedMNIST v2 paper's test-split baselines, as (AUC, ACC), for ``benchmarks/medmnist.py``.
+"""The MedMNIST v2 paper's test-split baselines, as (AUC, ACC), for
+``benchmarks/medmnist_benchmark.py``.
 
 Source: Yang et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D
 biomedical image classification", Scientific Data 10:41 (2023), doi:10.1038/s41597-022-01721-8,

@@ -36,13 +36,14 @@ def blob_images(labels: np.ndarray, size: int, spatial_dims: int, rng) -> np.nda
     shape = (n,) + (size,) * spatial_dims
     images = rng.normal(60, 20, size=shape)
     half = size // 2
+    m = 2 if half >= 6 else 1  # margin: below 12 px, 2 px each side would leave no blob at all
     corners = [(0, 0), (0, half), (half, 0), (half, half)]
     onehot = labels if labels.ndim == 2 else np.eye(labels.max() + 1)[labels]
     for k in range(onehot.shape[1]):
         r, c = corners[k % 4]
-        sl = (slice(r + 2, r + half - 2), slice(c + 2, c + half - 2))
+        sl = (slice(r + m, r + half - m), slice(c + m, c + half - m))
         if spatial_dims == 3:
-            sl = (slice(2, size - 2), *sl)
+            sl = (slice(m, size - m), *sl)
         for i in np.flatnonzero(onehot[:, k]):
             images[(i, *sl)] += 120
     return np.clip(images, 0, 255).astype(np.uint8)

@@ -1,4 +1,5 @@
-"""``train.compile``: a compiled training forward, plain checkpoints, and a clear failure."""
+"""``train.compile``: the training module goes through torch.compile (and only with the flag),
+plain checkpoints, and a clear failure."""
 
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ def _no_cpp_compiler() -> bool:
 
 @pytest.mark.skipif(_no_cpp_compiler(), reason="inductor needs a C++ compiler (g++) on CPUs")
 @pytest.mark.timeout(180)
-def test_compiled_training_saves_plain_weights(tmp_path):
+def test_compiled_training_saves_plain_weights(tmp_path, monkeypatch):
+    real_compile, compiled_modules = torch.compile, []
+
+    def counting_compile(module, *args, **kwargs):  # the real compiler, counted
+        compiled_modules.append(module)
+        return real_compile(module, *args, **kwargs)
+
+    monkeypatch.setattr(compiled.torch, "compile", counting_compile)
     npz = write_blob_npz(tmp_path / "blobs.npz", "multi-class", size=16, n=(96, 32, 32), k=2)
     run = tmp_path / "run"
     result = ml.train(
@@ -32,13 +40,57 @@ def test_compiled_training_saves_plain_weights(tmp_path):
         model="small_cnn",
         overrides={"train.compile": "true", "evaluate.bootstrap": "0"},
     )
-    assert result.plan.train.compile
+    assert result.plan.train.compile and len(compiled_modules) == 1
     weights = load_file(run / "checkpoints" / "best.safetensors")
     assert not any("_orig_mod" in key for key in weights)
     from medlens.models.build import build_model
 
     plain = build_model(result.plan, torch.device("cpu"))
     plain.load_state_dict(weights)  # strict: every key of the uncompiled model
+    assert type(compiled_modules[0]) is type(plain)
+
+
+def test_the_flag_compiles_the_module_being_trained_and_only_then(tmp_path, monkeypatch):
+    """A spy in place of torch.compile: called once, with the very module the optimiser
+    trains, whose compiled forward sees every training batch; never called with the flag off."""
+    compiled_modules, batch_sizes = [], []
+
+    def spy_compile(module, *args, **kwargs):
+        compiled_modules.append(module)
+
+        def forward(x):
+            batch_sizes.append(len(x))
+            return module(x)
+
+        return forward
+
+    monkeypatch.setattr(compiled.torch, "compile", spy_compile)
+    npz = write_blob_npz(tmp_path / "blobs.npz", "multi-class", size=16, n=(64, 16, 16), k=2)
+
+    def train(name, flag):
+        return ml.train(
+            str(npz),
+            output=tmp_path / name,
+            device="cpu",
+            epochs=2,
+            batch_size=32,
+            model="small_cnn",
+            overrides={"train.compile": flag, "evaluate.bootstrap": "0"},
+        )
+
+    train("on", "true")
+    assert len(compiled_modules) == 1
+    net = compiled_modules[0]
+    last = load_file(tmp_path / "on" / "checkpoints" / "last.safetensors")
+    trained = {k[len("model.") :]: v for k, v in last.items() if k.startswith("model.")}
+    state = net.state_dict()
+    assert trained.keys() == state.keys()
+    for key, value in trained.items():  # the module compiled is the module trained
+        assert torch.equal(state[key], value), key
+    assert sum(batch_sizes) == 2 * 64  # two epochs of 64 images, all through the compiled forward
+    compiled_modules.clear()
+    train("off", "false")
+    assert compiled_modules == []
 
 
 def test_a_compiler_failure_becomes_a_config_error(monkeypatch):

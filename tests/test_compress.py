@@ -139,23 +139,57 @@ def test_plan_keeps_the_pruned_shapes_on_one_line_each(breast_run, tmp_path):
 
 # --- distillation on real data ----------------------------------------------------------------
 
-# the breast_run teacher is the default CPU plan (small_cnn, 40 epochs at batch 128); the
-# student is a small_cnn too, so that 8 epochs on two cores reach a meaningful AUC
-STUDENT = {"student": "small_cnn", "epochs": 8, "alpha": 0.5, "temperature": 4.0}
+# the breast_run teacher is the default CPU plan (small_cnn: 0.39 M parameters, 10 M MACs, 40
+# epochs at batch 128); the student is another, smaller network: timm's test_byobnet (0.20 M
+# parameters, 1.0 M MACs), which 8 epochs on two cores take to a meaningful AUC
+STUDENT = {"student": "test_byobnet", "epochs": 8, "alpha": 0.5, "temperature": 4.0}
 
 
-@pytest.fixture(scope="module")
-def distilled(breast_run, medmnist_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("distill") / "student"
+def _distill(teacher, out, medmnist_dir, latency_seconds=0.05, **kwargs):
     return ml.distill(
-        breast_run,
+        teacher,
         output=out,
         data_dir=str(medmnist_dir),
         device="cpu",
         overrides={**FAST, **STEPS},
-        latency_seconds=0.05,
-        **STUDENT,
+        latency_seconds=latency_seconds,
+        **{**STUDENT, **kwargs},
     )
+
+
+@pytest.fixture(scope="module")
+def distilled(breast_run, medmnist_dir, tmp_path_factory):
+    return _distill(breast_run, tmp_path_factory.mktemp("distill") / "student", medmnist_dir)
+
+
+@pytest.fixture(scope="module")
+def undistilled(breast_run, medmnist_dir, tmp_path_factory):
+    """The control: the same student, recipe and seed without the teacher (alpha 0)."""
+    out = tmp_path_factory.mktemp("distill") / "control"
+    return _distill(breast_run, out, medmnist_dir, alpha=0.0)
+
+
+def _test_logits(run_dir, medmnist_dir) -> torch.Tensor:
+    """The run's best weights on BreastMNIST's test split: logits (N, 2)."""
+    from medlens.data.sources import load_dataset
+    from medlens.inference import predict_logits
+    from medlens.train.checkpoint import load_weights
+    from medlens.train.loop import build_model_for, device_arrays
+
+    cpu = torch.device("cpu")
+    plan = load_plan(run_dir / "plan.yaml")
+    model = build_model_for(plan, cpu)
+    load_weights(run_dir / "checkpoints" / "best.safetensors", model)
+    test = load_dataset("breastmnist", data_dir=str(medmnist_dir)).splits["test"]
+    data = device_arrays(plan, test.images, test.labels, cpu)
+    logits, _, _ = predict_logits(model, data, plan.train.eval_batch_size, amp=False)
+    return torch.from_numpy(logits)
+
+
+def _kl(teacher: torch.Tensor, student: torch.Tensor, temperature: float) -> float:
+    """Mean KL(teacher || student) of the softmax outputs at ``temperature``, written out."""
+    p = torch.softmax(teacher / temperature, 1)
+    return float((p * (p.log() - torch.log_softmax(student / temperature, 1))).sum(1).mean())
 
 
 def test_distilled_student_is_an_ordinary_run_close_to_its_teacher(
@@ -176,16 +210,34 @@ def test_distilled_student_is_an_ordinary_run_close_to_its_teacher(
     assert c["student"]["test"]["auc"] == pytest.approx(student_metrics["test"]["auc"], abs=1e-9)
     diff = c["comparison"]["test_auc_difference"]
     assert diff == pytest.approx(c["student"]["test"]["auc"] - c["teacher"]["test"]["auc"])
-    assert c["teacher"]["parameters"] == c["student"]["parameters"] == 388834
-    assert c["student"]["macs"] == 10_105_856
+    assert c["student"]["model"] == "test_byobnet" and c["teacher"]["model"] == "small_cnn"
+    assert c["teacher"]["parameters"] == 388_834 and c["student"]["parameters"] == 199_938
+    assert c["teacher"]["macs"] == 10_105_856 and c["student"]["macs"] == 1_038_048
     assert c["student"]["cpu"]["64"]["images_per_s"] > 0
-    # stated margin: 8 epochs of a distilled small_cnn land within 0.05 test AUC of the teacher
-    # (measured: teacher 0.903, student 0.910)
+    # stated margin: 8 epochs of the distilled student land within 0.1 test AUC of the teacher
+    # (measured: teacher 0.901, student 0.843)
     assert c["teacher"]["test"]["auc"] > 0.8
-    assert diff > -0.05, c
+    assert diff > -0.1, c
     # evaluate on the student run reproduces its metrics
     again = ml.evaluate_run(run, data_dir=str(medmnist_dir))
     assert again["test"]["auc"] == pytest.approx(student_metrics["test"]["auc"], abs=1e-12)
+
+
+def test_distillation_brings_the_student_closer_to_its_teacher(
+    distilled, undistilled, breast_run, medmnist_dir
+):
+    """What only the teacher's soft targets give: against a control with the same student,
+    recipe and seed but alpha 0, the distilled student's softened outputs (the distillation
+    temperature, 4) match the teacher's more closely on the held-out test images."""
+    control = load_plan(undistilled.run_dir / "plan.yaml")
+    assert control.distill.alpha == 0.0 and control.model.name == "test_byobnet"
+    assert control.train.seed == load_plan(distilled.run_dir / "plan.yaml").train.seed
+    teacher = _test_logits(breast_run, medmnist_dir)
+    kl_distilled = _kl(teacher, _test_logits(distilled.run_dir, medmnist_dir), 4.0)
+    kl_control = _kl(teacher, _test_logits(undistilled.run_dir, medmnist_dir), 4.0)
+    # stated margin: at least 8% closer (measured, train.seed 0 / 1 / 2: 0.0264 against
+    # 0.0328, 0.0311 against 0.0365, 0.0291 against 0.0395: 20%, 15% and 26% closer)
+    assert kl_distilled < 0.92 * kl_control, (kl_distilled, kl_control)
 
 
 def test_distilled_run_resumes_to_the_same_weights(distilled, breast_run, medmnist_dir, tmp_path):
@@ -195,16 +247,7 @@ def test_distilled_run_resumes_to_the_same_weights(distilled, breast_run, medmni
 
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        ml.distill(
-            breast_run,
-            output=cut,
-            data_dir=str(medmnist_dir),
-            device="cpu",
-            overrides={**FAST, **STEPS},
-            callbacks=[interrupt],
-            latency_seconds=0,
-            **STUDENT,
-        )
+        _distill(breast_run, cut, medmnist_dir, callbacks=[interrupt], latency_seconds=0)
     # an ordinary run: `medlens train --resume` continues it, teacher and all
     resumed = ml.train(output=cut, resume=True, data_dir=str(medmnist_dir))
     assert [r["epoch"] for r in resumed.fit.history] == list(range(1, 9))

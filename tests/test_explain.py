@@ -174,6 +174,74 @@ def test_gradcam_of_a_pooled_linear_head_is_its_class_activation_map():
     assert torch.allclose(plus, one_by_one, atol=1e-5)
 
 
+class _TinyConvNet(torch.nn.Module):
+    """conv -> conv (the Grad-CAM layer) -> conv -> average pool -> linear: the layer after the
+    target makes its gradients differ from pixel to pixel, as they do in real networks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.target = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.head = torch.nn.Conv2d(6, 5, 3, padding=1)
+        self.fc = torch.nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.relu(self.target(F.relu(self.stem(x))))
+        return self.fc(F.relu(self.head(a)).mean((2, 3)))
+
+
+def _gradcam_pp_reference(model, x, targets, layer, spatial_sum_after_cube=False):
+    """Grad-CAM++ written out from Chattopadhyay et al. (2018), eq. 19 and the exponential
+    score S = exp(Y) (eq. 16-18): for a piecewise-linear network the 1st/2nd/3rd derivatives
+    of S by the activations A are exp(Y) g, exp(Y) g^2, exp(Y) g^3 (g = dY/dA), so
+
+        alpha_ij = g_ij^2 / (2 g_ij^2 + sum_ab(A_ab) g_ij^3)
+        w_k = sum_ij alpha_ij relu(exp(Y) g_ij),  map = relu(sum_k w_k A_k),
+
+    upsampled bilinearly and scaled to [0, 1].
+
+    ``spatial_sum_after_cube``: the variant that sums A_ab g_ab^3 over positions instead."""
+    kept = {}
+    handle = layer.register_forward_hook(lambda m, i, out: kept.__setitem__("a", out))
+    with torch.enable_grad():
+        logits = model(x)
+        handle.remove()
+        a = kept["a"]
+        y = logits.gather(1, targets[:, None])[:, 0]
+        (g,) = torch.autograd.grad(y.sum(), a)
+    a, g = a.detach().double(), g.double()
+    s = y.detach().double().exp().view(-1, 1, 1, 1)
+    d1, d2, d3 = s * g, s * g**2, s * g**3
+    if spatial_sum_after_cube:
+        third = (a * d3).sum((2, 3), keepdim=True)
+    else:
+        third = a.sum((2, 3), keepdim=True) * d3
+    denom = 2 * d2 + third
+    alpha = torch.where(denom != 0, d2 / torch.where(denom != 0, denom, 1.0), 0.0)
+    w = (alpha * F.relu(d1)).sum((2, 3), keepdim=True)
+    cam = F.relu((w * a).sum(1, keepdim=True)).float()
+    cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+    lo = cam.amin((1, 2), keepdim=True)
+    span = cam.amax((1, 2), keepdim=True) - lo
+    return torch.where(span > 0, (cam - lo) / span.clamp_min(1e-12), 0.0)
+
+
+def test_gradcam_plus_plus_follows_the_papers_formula():
+    """Against eq. 19 written out in plain torch, on a model whose gradients vary in space
+    (where the formula's sum over A and the cube of g at each position matter)."""
+    torch.manual_seed(0)
+    model = _TinyConvNet().eval()
+    x = torch.randn(4, 1, 16, 16)
+    targets = torch.tensor([0, 2, 1, 2])
+    ours = saliency_maps(model, x, targets, method="gradcam++", target_layer="target")
+    paper = _gradcam_pp_reference(model, x, targets, model.target)
+    variant = _gradcam_pp_reference(model, x, targets, model.target, spatial_sum_after_cube=True)
+    assert ours.shape == (4, 16, 16)
+    assert (paper.amax((1, 2)) == 1).all()  # no map is empty
+    assert (paper - variant).abs().max() > 0.05  # the two readings of eq. 19 differ here
+    assert torch.allclose(ours, paper, atol=1e-4)
+
+
 def test_gradcam_on_a_3d_model_is_deterministic_and_leaves_the_model_clean():
     torch.manual_seed(0)
     model = create_model("small_cnn_3d", in_chans=1, num_classes=2, spatial_dims=3)

@@ -147,12 +147,31 @@ def test_predict_through_onnx_matches_pytorch(exported, breast_test, tmp_path, c
         assert float(row["p_malignant"]) == pytest.approx(expected["p_malignant"], abs=1e-9)
 
 
-def test_stale_export_is_not_used_by_default(exported, tmp_path, capsys):
+def _pytorch_spy(monkeypatch) -> list:
+    """Records every load of the run's PyTorch model (and lets it happen); ONNX Runtime must
+    not be asked for logits."""
+    loads, real = [], ml._load_model
+
+    def load_model(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ml, "_load_model", load_model)
+    monkeypatch.setattr(
+        OnnxPredictor, "predict_logits", lambda *a, **k: pytest.fail("ONNX Runtime ran")
+    )
+    return loads
+
+
+def test_stale_export_is_not_used_by_default(exported, tmp_path, capsys, monkeypatch):
     run = _copy(exported[0], tmp_path / "run")
     write_metadata(run / "export" / "model.onnx", {"checkpoint_sha256": "0" * 64})
     png = tmp_path / "x.png"
     Image.fromarray(np.full((28, 28), 120, dtype=np.uint8)).save(png)
-    assert len(ml.predict(run, [png])) == 1  # falls back to the PyTorch checkpoint
+    loads = _pytorch_spy(monkeypatch)
+    rows = ml.predict(run, [png])  # falls back to the PyTorch checkpoint
+    assert len(rows) == 1 and len(loads) == 1
+    assert rows == ml.predict(run, [png], onnx=False)
     code, _, err = run_cli(capsys, "predict", run, png, "--onnx")
     assert code == 2 and "exported from other weights" in " ".join(err.split())
 
@@ -269,7 +288,10 @@ def test_missing_onnxruntime_says_how_to_install(breast_run, exported, monkeypat
         OnnxPredictor(run / "export" / "model.onnx")
     png = tmp_path / "x.png"
     Image.fromarray(np.full((28, 28), 90, dtype=np.uint8)).save(png)
-    assert len(ml.predict(run, [png])) == 1  # without onnxruntime the default is PyTorch
+    loads = _pytorch_spy(monkeypatch)
+    rows = ml.predict(run, [png])  # without onnxruntime the default is PyTorch
+    assert len(rows) == 1 and len(loads) == 1
+    assert rows == ml.predict(run, [png], onnx=False)
     with pytest.raises(ModelError, match="onnxruntime is not installed"):
         ml.predict(run, [png], onnx=True)
 

@@ -145,15 +145,21 @@ def test_3d_path_learns_generated_volumes(volume_npz, tmp_path):
     assert result.metrics["test"]["auc"] >= 0.95, result.metrics["test"]
 
 
-def test_3d_resnet_trains_one_epoch(tmp_path):
-    small = write_blob_npz(tmp_path / "v.npz", "binary", spatial_dims=3, size=8, n=(24, 8, 8), k=2)
+def test_3d_resnet_learns_generated_volumes(tmp_path):
+    """MONAI's 3D ResNet-18 on 8^3 volumes whose class is the corner that holds a bright blob:
+    two epochs on 24 volumes take it from chance to a test AUC of 0.9 or more (measured: 1.0,
+    seeds 0 and 1; a model that does not learn scores about 0.5 on these 32 test volumes)."""
+    small = write_blob_npz(
+        tmp_path / "v.npz", "binary", spatial_dims=3, size=8, n=(24, 16, 32), k=2
+    )
     result = ml.train(
         str(small),
         output=tmp_path / "r3d",
         device="cpu",
-        epochs=1,
+        epochs=2,
         model="resnet18_3d",
         batch_size=8,
+        overrides={"optim.lr": "0.001", "evaluate.bootstrap": "0"},
     )
-    assert result.fit.epochs_run == 1
-    assert 0.0 <= result.metrics["test"]["auc"] <= 1.0
+    assert result.plan.model.name == "resnet18_3d" and result.fit.epochs_run == 2
+    assert result.metrics["test"]["auc"] >= 0.9, result.metrics["test"]

@@ -8,15 +8,17 @@ four things MONAI 1.x's own wrapper cannot do here:
   ``inplace`` on the target module for good); ours are removed after every call;
 - its class score ``logits[:, class_idx]`` mixes the classes of different images when a batch
   has several targets; ours takes each image's own target logit;
-- Grad-CAM++ multiplies ``exp(score)`` into gradients of shape (N, C, ...), which for a batch
-  broadcasts against the last spatial axis; ours gives the score shape (N, 1, ...);
 - it calls ``backward()``, filling every parameter's ``.grad``; ours takes
   ``torch.autograd.grad`` of the target layer only, so the model's gradients are untouched.
+
+Grad-CAM++'s weights are computed by :class:`_GradCAMpp` as the paper writes them (MONAI 1.x's
+``GradCAMpp.compute_map`` departs from eq. 19, see there).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.class_activation_maps import ModelWithHooks
 from monai.visualize.visualizer import default_upsampler
@@ -25,10 +27,6 @@ from torch import nn
 from medlens.analyse.layers import TargetLayer
 from medlens.analyse.maps import unit_scale
 from medlens.errors import ModelError
-
-# exp(score) only scales each Grad-CAM++ map by a positive factor (undone by unit_scale), so
-# the score is clamped below exp's float32 overflow.
-_MAX_SCORE = 80.0
 
 
 class _HookedModel(ModelWithHooks):
@@ -75,9 +73,31 @@ class _HookedModel(ModelWithHooks):
         acti, grad = acti.detach().float(), grad.float()
         if self.layer.channels_last:
             acti, grad = acti.movedim(-1, 1), grad.movedim(-1, 1)
-        self.score = score.detach().clamp(max=_MAX_SCORE).view(-1, *[1] * (acti.ndim - 1))
         # MONAI views gradients as (N, C, -1): channels_last tensors need a contiguous copy
         return logits, (acti.contiguous(),), (grad.contiguous(),)
+
+
+class _GradCAMpp(GradCAMpp):
+    """Grad-CAM++ with eq. 19 of Chattopadhyay et al. (2018) as the paper writes it:
+    ``alpha_ij = g_ij^2 / (2 g_ij^2 + sum_ab(A_ab) g_ij^3)`` per channel, ``g = dY/dA``.
+
+    MONAI 1.x sums ``A_ab g_ab^3`` over the positions instead (the index mix-up of
+    1Konny/gradcam_plus_plus-pytorch#2) and adds 1e-7 to the denominator, which outweighs
+    ``g^2`` when gradients are ~1e-4, as they are in small networks. Dividing by ``g^2`` gives
+    the paper's value without powers, ``1 / (2 + sum(A) g)`` where ``g != 0`` (0 elsewhere).
+    The paper's ``exp(Y)`` multiplies all of an image's weights alike, so it is left out:
+    the maps are scaled to [0, 1] afterwards.
+    """
+
+    def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):
+        _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        acti, grad = acti[layer_idx], grad[layer_idx]
+        spatial = tuple(range(2, grad.ndim))
+        denom = 2 + acti.sum(spatial, keepdim=True) * grad
+        usable = (grad != 0) & (denom != 0)
+        alpha = torch.where(usable, 1 / torch.where(usable, denom, 1.0), 0.0)
+        weights = (alpha * F.relu(grad)).sum(spatial, keepdim=True)
+        return F.relu((weights * acti).sum(1, keepdim=True))
 
 
 def grad_cam(
@@ -93,7 +113,7 @@ def grad_cam(
     left in eval mode, without hooks and without parameter gradients.
     """
     hooked = _HookedModel(model, layer)
-    cam_class = GradCAMpp if plus else GradCAM
+    cam_class = _GradCAMpp if plus else GradCAM
     cam = cam_class(
         nn_module=hooked,
         target_layers=layer.name,

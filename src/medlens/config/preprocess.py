@@ -60,7 +60,8 @@ class PreprocessConfig(BaseModel):
     window: str | None = Field(
         None,
         description="a preset (lung, bone, ...), 'C,W' such as '40,400', or 'file' for the "
-        "DICOM's own window (images without one are normalised instead)",
+        "DICOM's own window, with its VOI LUT Function (images without one are normalised "
+        "instead)",
     )
     normalize: Literal["percentile", "minmax", "zscore", "none"] = Field(
         "percentile", description="how intensities become 0..1 when no window applies"

@@ -29,7 +29,7 @@ import numpy as np
 
 from medlens.data.dataset import image_hashes
 from medlens.data.manifest import Manifest
-from medlens.data.preprocess import PreprocessConfig, preprocess
+from medlens.data.preprocess import PreprocessConfig, preprocess_image
 from medlens.data.readers import LoadedImage, read_image_file
 from medlens.errors import DataError, MedlensError
 
@@ -82,7 +82,7 @@ def prepare_file(path: str | Path, cfg: PreprocessConfig) -> tuple[np.ndarray, L
     it, so a prediction sees exactly the preprocessing training saw.
     """
     img = read_image_file(path)
-    return preprocess(img.array, cfg, spacing=img.spacing, window=img.window, voi=img.voi), img
+    return preprocess_image(img, cfg), img
 
 
 def _process_chunk(paths: list[str], cfg_json: str) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medlens.config import Plan
-from medlens.data.preprocess import PreprocessConfig, preprocess
+from medlens.data.preprocess import PreprocessConfig, preprocess_image
 from medlens.data.readers import LoadedImage, image_kind, read_image_file
 from medlens.errors import DataError
 
@@ -77,7 +77,7 @@ def model_input(
     """A decoded image as the model's uint8 input, (C, H, W) or (C, D, H, W)."""
     check_dims(img, recipe.data.spatial_dims, name)
     cfg = input_config(recipe, shape, img)
-    return preprocess(img.array, cfg, spacing=img.spacing, window=img.window, voi=img.voi)
+    return preprocess_image(img, cfg)
 
 
 def read_inputs(files: list[Path], recipe: Plan, shape: tuple[int, ...]) -> np.ndarray:

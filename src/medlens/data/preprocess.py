@@ -2,8 +2,8 @@
 
 The input is what a reader decodes: float32 ``(H, W)`` gray, ``(H, W, 3)`` colour or
 ``(D, H, W)`` volume, with an optional voxel ``spacing`` (same axis order) and the ``window``
-(center, width) a DICOM file suggests. The output is uint8, channel-first: ``(C, H, W)`` or
-``(C, D, H, W)``.
+(center, width) a DICOM file suggests, with its VOI LUT Function. The output is uint8,
+channel-first: ``(C, H, W)`` or ``(C, D, H, W)``.
 
 Order: (3D) resample to ``target_spacing`` -> intensity to [0, 1] (a window, else a
 normalisation) -> non-local-means denoising -> CLAHE -> resize (pad, crop or stretch) ->
@@ -18,7 +18,7 @@ channels -> uint8. The filters run after the [0, 1] mapping so that their parame
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +30,17 @@ from medlens.config.preprocess import (
 )
 from medlens.errors import ConfigError, DataError
 
-__all__ = ["WINDOW_PRESETS", "PreprocessConfig", "Window", "parse_window", "preprocess"]
+__all__ = [
+    "WINDOW_PRESETS",
+    "PreprocessConfig",
+    "Window",
+    "parse_window",
+    "preprocess",
+    "preprocess_image",
+]
+
+if TYPE_CHECKING:
+    from medlens.data.readers import LoadedImage
 
 # Resampling to a fine target spacing can create huge volumes; 2**28 voxels is 1 GiB as float32.
 MAX_RESAMPLED_VOXELS = 2**28
@@ -50,20 +60,78 @@ def apply_window(array: np.ndarray, center: float, width: float) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def apply_file_window(
+    array: np.ndarray,
+    center: float,
+    width: float,
+    function: str = "LINEAR",
+    *,
+    inverted: bool = False,
+) -> np.ndarray:
+    """A DICOM file's own window, as its VOI LUT Function says, as float32 in [0, 1].
+
+    pydicom's ``apply_windowing`` computes it (PS3.3 C.11.2.1.2-3): LINEAR with the standard's
+    integer offsets (``center - 0.5``, ``width - 1``), LINEAR_EXACT, or SIGMOID
+    (``1 / (1 + exp(-4 (x - center) / width))``). ``inverted``: the reader mirrored the values
+    and the center of a MONOCHROME1 file (``x' = S - x``); the function is applied to the
+    original values (``x - center`` is ``(-x') - (-center')``) and its output mirrored, as a
+    viewer shows such a file.
+
+    >>> apply_file_window(np.array([-160.0, 40.0, 240.0]), 40, 400, "SIGMOID").round(3)
+    array([0.119, 0.5  , 0.881], dtype=float32)
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_windowing
+
+    from medlens.data.readers.dicom import WINDOW_FUNCTIONS
+
+    if function not in WINDOW_FUNCTIONS:
+        raise DataError(
+            f"unknown VOI LUT Function {function!r}",
+            hint=f"use one of {', '.join(WINDOW_FUNCTIONS)}",
+        )
+    least = "1 or more" if function == "LINEAR" else "over 0"  # PS3.3 C.11.2.1.2.1, C.11.2.1.3
+    if not (width >= 1 if function == "LINEAR" else width > 0):
+        raise DataError(
+            f"a {function} window needs a width of {least}, got {width}",
+            hint="a narrower window can be applied as LINEAR_EXACT",
+        )
+    # A VOI module with nothing else: MONOCHROME2, no rescale (the values are modality values
+    # already) and an unsigned 1-bit range, so that pydicom's output range is [0, 1] itself.
+    # FD elements take any float as it is (a DS value is a string of at most 16 characters,
+    # which pydicom checks when its validation mode says so).
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored, voi.PixelRepresentation = 1, 0
+    voi.add_new(0x00281050, "FD", -float(center) if inverted else float(center))  # Center
+    voi.add_new(0x00281051, "FD", float(width))  # Window Width
+    voi.VOILUTFunction = function
+    values = np.asarray(array)
+    out = apply_windowing(-values if inverted else values, voi)
+    return np.asarray(1.0 - out if inverted else out, dtype=np.float32)
+
+
 def to_unit_range(
     array: np.ndarray,
     cfg: PreprocessConfig,
     file_window: Window | None = None,
     meta: dict[str, Any] | None = None,
+    *,
+    window_function: str = "LINEAR",
+    inverted: bool = False,
 ) -> np.ndarray:
     """Window (if configured and available) or normalise to float32 in [0, 1].
 
-    ``file_window`` is the DICOM's own (center, width), used by ``window="file"``; when the
-    image has none, ``cfg.normalize`` applies and ``meta["window_fallback"]`` says so. A constant
-    image becomes zeros under percentile, minmax and zscore (no division by zero).
+    ``file_window`` is the DICOM's own (center, width), used by ``window="file"`` with its
+    ``window_function`` (see :func:`apply_file_window`); when the image has none,
+    ``cfg.normalize`` applies and ``meta["window_fallback"]`` says so. Presets and
+    ``"C,W"`` windows are linear (:func:`apply_window`). A constant image becomes zeros under
+    percentile, minmax and zscore (no division by zero).
     """
     if cfg.window is not None:
         w = parse_window(cfg.window, file_window)
+        if w is not None and cfg.window == "file":
+            return apply_file_window(array, *w, window_function, inverted=inverted)
         if w is not None:
             return apply_window(array, *w)
         if meta is not None:
@@ -255,6 +323,8 @@ def preprocess(
     window: Window | None = None,
     meta: dict[str, Any] | None = None,
     voi: np.ndarray | None = None,
+    window_function: str = "LINEAR",
+    inverted: bool = False,
 ) -> np.ndarray:
     """Decoded float image -> uint8, channel-first ``(C, H, W)`` or ``(C, D, H, W)``.
 
@@ -263,9 +333,11 @@ def preprocess(
 
     ``array`` is (H, W) gray, (H, W, 3) colour (an alpha channel is dropped) or (D, H, W);
     ``spacing`` is mm per pixel in the same axis order (needed by ``cfg.target_spacing``);
-    ``window`` is the DICOM's suggested (center, width), used when ``cfg.window == "file"``.
-    ``meta``, when given, records what was done differently from the config (a window
-    fallback).
+    ``window`` is the DICOM's suggested (center, width), used when ``cfg.window == "file"``
+    with its VOI LUT Function ``window_function`` and ``inverted`` for a MONOCHROME1 file
+    (see :func:`apply_file_window`; :func:`preprocess_image` passes all of them from a
+    :class:`~medlens.data.readers.LoadedImage`). ``meta``, when given, records what was done
+    differently from the config (a window fallback).
 
     >>> preprocess(np.zeros((40, 30, 3), np.float32), PreprocessConfig(size=[8, 8])).shape
     (1, 8, 8)
@@ -303,7 +375,7 @@ def preprocess(
         )
     if is_3d and cfg.target_spacing is not None:
         a = _resample(a, spacing, cfg.target_spacing)
-    image = to_unit_range(a, cfg, window, meta)
+    image = to_unit_range(a, cfg, window, meta, window_function=window_function, inverted=inverted)
     if cfg.denoise == "nlm":
         image = _denoise_nlm(image, colour, is_3d)
     if cfg.clahe:
@@ -320,3 +392,22 @@ def preprocess(
     image = np.moveaxis(image, -1, 0) if colour else np.repeat(image[None], cfg.channels, 0)
     out = np.rint(np.clip(image, 0.0, 1.0) * 255.0)
     return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def preprocess_image(img: LoadedImage, cfg: PreprocessConfig) -> np.ndarray:
+    """A decoded file -> uint8 model input: :func:`preprocess` with what the file says
+    (spacing, its own window and VOI LUT Function, VOI LUT, MONOCHROME1 inversion).
+
+    >>> cfg = PreprocessConfig(size=[224, 224], window="file")
+    >>> preprocess_image(read_image_file("ct.dcm"), cfg).shape  # doctest: +SKIP
+    (1, 224, 224)
+    """
+    return preprocess(
+        img.array,
+        cfg,
+        spacing=img.spacing,
+        window=img.window,
+        voi=img.voi,
+        window_function=img.window_function,
+        inverted=bool(img.meta.get("inverted")),
+    )

@@ -12,7 +12,7 @@ Resume-friendly: a dataset whose run already has metrics.json is read, not retra
 is the one recorded then); a run interrupted mid-training continues from its last checkpoint.
 ``--force`` retrains from scratch.
 
-Run: python benchmarks/medmnist.py --data-dir ../shared/data/medmnist [--device cuda]
+Run: python benchmarks/medmnist_benchmark.py --data-dir ../shared/data/medmnist [--device cuda]
      [--datasets breastmnist pneumoniamnist] [--out docs/medmnist_benchmark.md] [--epochs N]
 """
 
@@ -30,8 +30,6 @@ from datetime import date
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-# run as a script, this folder is sys.path[0], where this file would shadow the medmnist package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 def _load_baselines():
@@ -253,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     text = report(
         results,
         hardware_line=hardware_line(args.device),
-        command=" ".join(["python benchmarks/medmnist.py", *(argv or sys.argv[1:])]),
+        command=" ".join(["python benchmarks/medmnist_benchmark.py", *(argv or sys.argv[1:])]),
         today=str(date.today()),
         notes=notes,
     )
