@@ -137,11 +137,15 @@ def test_a_cpu_plan_does_not_upsample_small_images(folder96, offline_hub):
     assert any("does not upsample them to 224" in n for n in plan.notes)
 
 
+# small batches keep the probes (three training steps of ResNet-18 at 96 px) cheap
+SMALL_BATCH = {"train.batch_size": 16}
+
+
 def test_a_budget_lowers_the_resolution_and_the_estimate_fits_it(folder96, offline_hub):
-    free = _plan(folder96)
-    # a third of the full recipe's time: the minimum epochs no longer fit at 96 px
+    free = _plan(folder96, overrides=SMALL_BATCH)
+    # half the time of the minimum epochs: they no longer fit at 96 px
     budget = free.train.estimated_seconds * MIN_EPOCHS_SCRATCH / free.train.epochs / 2
-    plan = _plan(folder96, overrides={"train.budget": f"{budget:.2f}s"})
+    plan = _plan(folder96, overrides={**SMALL_BATCH, "train.budget": f"{budget:.2f}s"})
     assert plan.train.budget == pytest.approx(round(budget, 2))
     assert plan.train.estimated_seconds <= plan.train.budget * 1.01
     assert plan.data.preprocess.size[0] < 96 or plan.train.epochs < MIN_EPOCHS_SCRATCH
@@ -156,7 +160,7 @@ def test_budgets_that_cannot_work_are_refused(folder96, offline_hub):
     with pytest.raises(ConfigError, match="not a duration"):
         _plan(folder96, overrides={"train.budget": "soon"}, estimate=False)
     with pytest.raises(ConfigError, match=r"too small for even one epoch.*--budget"):
-        _plan(folder96, overrides={"train.budget": "0.01s"})
+        _plan(folder96, overrides={**SMALL_BATCH, "train.budget": "0.01s"})
 
 
 def test_long_epochs_write_progress_lines(monkeypatch, tmp_path, blobs64, offline_hub):

@@ -123,12 +123,12 @@ def read_source(path: Path, opts: SourceOptions) -> Manifest:
 
 def default_preprocess(
     m: Manifest, size: int | None, upsample: bool = True
-) -> tuple[PreprocessConfig, str | None]:
+) -> tuple[PreprocessConfig, list[str]]:
     """Dimensionality and channels from the first readable files; size from --size or the
     default (with ``upsample=False``, for 2D images, the largest standard side not above the
     files' median shorter side). Colour files whose three channels are equal (grey X-rays saved
     as RGB JPEGs) are read as one grey channel: a third of the cache and of the first layer's
-    work."""
+    work. Returns the config and a note for each of these choices."""
     probes = []
     for i in range(min(len(m), 16)):
         try:
@@ -145,21 +145,27 @@ def default_preprocess(
     colour = a.ndim == 3 and not is_3d
     grey_rgb = colour and all(_equal_channels(p.array) for p in probes)
     side = size or (DEFAULT_SIZE_3D if is_3d else DEFAULT_SIZE_2D)
+    notes = []
     if size is None and not upsample and not is_3d:
         real = int(np.median([min(p.array.shape[:2]) for p in probes]))
         side = native_side(real, DEFAULT_SIZE_2D)
+        if side < DEFAULT_SIZE_2D:
+            notes.append(
+                f"resolution {side} px: the images are {real} px (median shorter side of the "
+                f"first {len(probes)}), and a CPU recipe does not upsample them to "
+                f"{DEFAULT_SIZE_2D} (--size to choose)"
+            )
     cfg = PreprocessConfig(
         size=[side] * (3 if is_3d else 2),
         channels=3 if colour and not grey_rgb else 1,
         window="file" if probes[0].window is not None else None,
     )
-    note = (
-        f"the first {len(probes)} files are colour with three equal channels: read as grey "
-        "(--set data.preprocess.channels=3 to keep three)"
-        if grey_rgb
-        else None
-    )
-    return cfg, note
+    if grey_rgb:
+        notes.append(
+            f"the first {len(probes)} files are colour with three equal channels: read as grey "
+            "(--set data.preprocess.channels=3 to keep three)"
+        )
+    return cfg, notes
 
 
 def _equal_channels(a: np.ndarray) -> bool:
@@ -307,8 +313,8 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
     """
     path = Path(source).expanduser().resolve()
     m = read_source(path, opts)
-    cfg, grey_note = (
-        (opts.preprocess, None)
+    cfg, preprocess_notes = (
+        (opts.preprocess, [])
         if opts.preprocess
         else default_preprocess(m, opts.size, opts.upsample)
     )
@@ -348,7 +354,7 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
     modality, modality_note = choose_modality(
         opts.modality, cached.modality, [name, Path(opts.image_root or "").name]
     )
-    notes = [*m.notes, split_note, *(n for n in (grey_note, modality_note) if n)]
+    notes = [*m.notes, split_note, *preprocess_notes, *([modality_note] if modality_note else [])]
     shapes = np.array([s[:2] if len(s) >= 2 else s for s in cached.orig_shapes], dtype=float)
     metadata = {
         "cache": str(cached.path),

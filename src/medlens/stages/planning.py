@@ -162,14 +162,16 @@ def plan_dataset(
     notes: list[str] = []
     choice: dict[str, Any] = {}
     if budget is not None:
+        planner = recipe
         choice, notes = budget_choice(recipe, fp, ds, torch_device)
         recipe, fp, ds = planned(choice)
     if estimate or budget is not None:
         costs = measure_plan(recipe, ds, torch_device)
         fit = epochs_within(budget, costs, **_counts(recipe, ds)) if budget else 0
-        if 1 <= fit < recipe.train.epochs:  # measured at the chosen size: fewer epochs fit
-            recipe, fp, ds = planned({**choice, "train.epochs": fit})
-            notes.append(f"budget: {fit} epochs once measured at this size")
+        if 1 <= fit < recipe.train.epochs:  # measured on the data at the chosen size
+            choice = {**choice, "train.epochs": fit}
+            recipe, fp, ds = planned(choice)
+            notes = [budget_note(planner, choice, float(budget)) + " (measured at this size)"]
         recipe = recipe.model_copy(update={"notes": [*recipe.notes, *notes]})
         runtime = estimate_run(costs, epochs=recipe.train.epochs, **_counts(recipe, ds))
         recipe = with_estimate(recipe, runtime, torch_device.type)
@@ -279,19 +281,25 @@ def _choice(
     recipe: Plan, model: str, side: int | None, epochs: int, budget: float
 ) -> tuple[dict[str, Any], list[str]]:
     fields: dict[str, Any] = {"train.epochs": epochs}
+    if side is not None and recipe.data.preprocess is not None:
+        fields["data.preprocess.size"] = [side, side]
+    if model != recipe.model.name:
+        fields["model.name"] = model
+    return fields, [budget_note(recipe, fields, budget)]
+
+
+def budget_note(recipe: Plan, fields: dict[str, Any], budget: float) -> str:
+    """What a budget chose (``fields`` over ``recipe``), for ``plan.notes``."""
+    epochs = fields["train.epochs"]
     why = [
         f"{epochs} epochs"
         + (f" (of the planner's {recipe.train.epochs})" if epochs < recipe.train.epochs else "")
     ]
-    if side is not None and recipe.data.preprocess is not None:
-        fields["data.preprocess.size"] = [side, side]
-        why.append(f"{side} px")
-    if model != recipe.model.name:
-        fields["model.name"] = model
-        why.append(f"{model} (lighter than {recipe.model.name})")
-    return fields, [
-        f"budget {format_seconds(budget)}: " + ", ".join(why) + " fit it on this machine"
-    ]
+    if "data.preprocess.size" in fields:
+        why.append(f"{fields['data.preprocess.size'][-1]} px")
+    if "model.name" in fields:
+        why.append(f"{fields['model.name']} (lighter than {recipe.model.name})")
+    return f"budget {format_seconds(budget)}: " + ", ".join(why) + " fit it on this machine"
 
 
 def _with_model(recipe: Plan, model: str) -> Plan:
