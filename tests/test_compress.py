@@ -20,6 +20,7 @@ from medlens.config import apply_overrides, dump_plan, load_plan
 from medlens.errors import CheckpointError, ConfigError, ModelError
 from medlens.models.registry import count_parameters, create_model
 from medlens.models.structure import apply_shapes, changed_shapes
+from medlens.run import Run
 from medlens.train.distillation import DistillationLoss, distillation_term
 from medlens.train.teacher import check_same_data
 
@@ -171,18 +172,16 @@ def undistilled(breast_run, medmnist_dir, tmp_path_factory):
 
 def _test_logits(run_dir, medmnist_dir) -> torch.Tensor:
     """The run's best weights on BreastMNIST's test split: logits (N, 2)."""
+    from medlens.data.loader import device_arrays
     from medlens.data.sources import load_dataset
     from medlens.inference import predict_logits
-    from medlens.train.checkpoint import load_weights
-    from medlens.train.loop import build_model_for, device_arrays
 
     cpu = torch.device("cpu")
-    plan = load_plan(run_dir / "plan.yaml")
-    model = build_model_for(plan, cpu)
-    load_weights(run_dir / "checkpoints" / "best.safetensors", model)
+    run = Run.open(run_dir)
+    model, _ = run.load_model(cpu)
     test = load_dataset("breastmnist", data_dir=str(medmnist_dir)).splits["test"]
-    data = device_arrays(plan, test.images, test.labels, cpu)
-    logits, _, _ = predict_logits(model, data, plan.train.eval_batch_size, amp=False)
+    data = device_arrays(run.plan, test.images, test.labels, cpu)
+    logits, _, _ = predict_logits(model, data, run.plan.train.eval_batch_size, amp=False)
     return torch.from_numpy(logits)
 
 

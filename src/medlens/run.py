@@ -39,7 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medlens.config import Plan, load_plan, save_plan
+from medlens.config import Plan, load_plan, positive_index, save_plan
 from medlens.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -393,12 +393,7 @@ def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
             "the plan does not fit the data: " + "; ".join(wrong),
             hint="make a new plan with `medlens plan` for this dataset",
         )
-    positive = recipe.evaluate.positive_class
-    if positive is not None and (d.task != "binary" or positive not in d.label_names):
-        raise ConfigError(
-            f"evaluate.positive_class {positive!r} is not a class of this binary task",
-            hint=f"use one of {d.label_names}" if d.task == "binary" else "leave it unset",
-        )
+    positive_index(recipe)  # a positive class the data lacks is refused here
     if recipe.evaluate.subgroups:
         from medlens.evaluate.subgroups import subgroup_columns
 

@@ -358,7 +358,16 @@ class Plan(_Section):
 def positive_index(plan: Plan) -> int:
     """Index of the class that binary metrics call positive: ``evaluate.positive_class``, or 1."""
     name = plan.evaluate.positive_class
-    return 1 if name is None else plan.data.label_names.index(name)
+    if name is None:
+        return 1
+    if plan.data.task != "binary" or name not in plan.data.label_names:
+        raise ConfigError(
+            f"evaluate.positive_class {name!r} is not a class of this binary task",
+            hint=f"use one of {plan.data.label_names}"
+            if plan.data.task == "binary"
+            else "leave it unset",
+        )
+    return plan.data.label_names.index(name)
 
 
 def _format_validation_error(exc: ValidationError, where: str, field: str = "") -> str:
