@@ -123,6 +123,15 @@ def test_external_table_matches_sklearn_on_written_predictions(run_copy, chest_s
     assert shift["feature_space"]["statement"].startswith("this site's images")
     assert "domain AUC" in out and "written to" in out
     assert run_digests(run_copy) == before  # the run's own numbers are never rewritten
+    from medlens.report.build import build_report
+
+    page = build_report(
+        Run.open(run_copy), output=run_copy / "r/report.html", robustness=False,
+        uncertainty=False, gallery=False,
+    ).read_text()  # fmt: skip
+    section = page[page.index('id="external"') :]
+    assert "External validation" in section and "chest_subset (160 images)" in section
+    assert "domain AUC" in section and "calibration v1 in use" in section
 
 
 def single_class_npz(path: Path, medmnist_dir: Path) -> Path:
