@@ -456,7 +456,7 @@ def test_openapi_tells_the_truth_to_schemathesis(pneumonia_run, tmp_path):
         done = subprocess.run(
             [str(exe), "--config-file", str(config), "run", f"{url}/openapi.json",
              "--checks", "all", "--max-examples", "12", "--seed", "1", "--no-color"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
         )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:]
     assert "No issues found" in done.stdout or "passed" in done.stdout
