@@ -23,9 +23,11 @@ from medlens.serve import serve
 from medlens.stages.analyse import analyse
 from medlens.stages.evaluate import evaluate_run
 from medlens.stages.explain import explain
+from medlens.stages.external import evaluate_external
 from medlens.stages.planning import data_info, describe, flag_overrides
 from medlens.stages.planning import plan_dataset as plan
 from medlens.stages.predict import predict
+from medlens.stages.recalibrate import recalibrate
 from medlens.stages.report import report
 from medlens.stages.train import TrainResult, train
 from medlens.tune.search import TuneResult, tune
@@ -43,6 +45,7 @@ __all__ = [
     "data_info",
     "describe",
     "distill",
+    "evaluate_external",
     "evaluate_run",
     "explain",
     "export",
@@ -53,6 +56,7 @@ __all__ = [
     "plan",
     "predict",
     "prune",
+    "recalibrate",
     "report",
     "save_plan",
     "serve",

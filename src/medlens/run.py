@@ -6,6 +6,8 @@
       plan.yaml  fingerprint.json  env.json  log.txt  curves.csv
       checkpoints/best.safetensors  checkpoints/last.safetensors
       metrics.json  predictions.csv  trust.json  calibration.json  tensorboard/
+      ood.json  ood.npz                                    (medlens evaluate)
+      external/<name>/  calibrations/         (medlens evaluate --on, medlens recalibrate)
       robustness.json  uncertainty.json  gallery/         (medlens analyse)
       report.html  model_card.md  figures/               (medlens report)
 
@@ -61,6 +63,8 @@ _WRITERS = {
     "robustness.json": "medlens analyse RUN",
     "uncertainty.json": "medlens analyse RUN",
     "gallery.json": "medlens analyse RUN",
+    "ood.json": "medlens evaluate RUN",
+    "external.json": "medlens evaluate RUN --on DATA",
 }
 
 
@@ -164,6 +168,26 @@ class Run:
     @property
     def export_dir(self) -> Path:
         return self.root / "export"
+
+    @property
+    def ood_file(self) -> Path:
+        """The out-of-distribution guard: method, threshold, rates on val."""
+        return self.root / "ood.json"
+
+    @property
+    def ood_stats_file(self) -> Path:
+        """The guard's fitted statistics (plain arrays)."""
+        return self.root / "ood.npz"
+
+    @property
+    def external_dir(self) -> Path:
+        """One folder per external validation set (``medlens evaluate RUN --on DATA``)."""
+        return self.root / "external"
+
+    @property
+    def calibrations_dir(self) -> Path:
+        """Every calibration version the run has had; calibration.json is the one in use."""
+        return self.root / "calibrations"
 
     # ---------------------------------------------------------------------------- open/create
     @classmethod

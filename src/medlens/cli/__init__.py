@@ -40,6 +40,7 @@ for name, command in {
     "plan": train.plan,
     "train": train.train,
     "evaluate": evaluate.evaluate,
+    "recalibrate": evaluate.recalibrate,
     "analyse": evaluate.analyse,
     "report": evaluate.report,
     "predict": predict.predict,

@@ -154,6 +154,35 @@ Budget = Annotated[
     ),
 ]
 
+# ------------------------------------------------------------------ external validation
+OnData = Annotated[
+    str | None,
+    typer.Option(
+        "--on",
+        help="Evaluate on another site's labelled data instead (a folder, manifest, .npz or "
+        "MedMNIST name): written to RUN/external/<name>/.",
+        callback=validate.dataset,
+        show_default=False,
+    ),
+]
+LabelMap = Annotated[
+    str | None,
+    typer.Option(
+        "--label-map",
+        help="External class names to the run's, e.g. NORMAL=normal,PNEUMONIA=pneumonia "
+        "(default: equal names, ignoring case).",
+        callback=validate.label_map,
+        show_default=False,
+    ),
+]
+ExternalName = Annotated[
+    str | None,
+    typer.Option(
+        "--name", help="Name of the external set (default: the folder or file name).",
+        show_default=False,
+    ),
+]  # fmt: skip
+
 # --------------------------------------------------------------------------- runs and plans
 RunArg = Annotated[
     Path,

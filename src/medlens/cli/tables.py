@@ -211,8 +211,12 @@ def print_predictions(results: list[dict[str, Any]], output: Path | None) -> Non
     """``medlens predict``: the first 50 files with their class, confidence and set."""
     probs = [k for k in results[0] if k.startswith("p_")]
     has_set = "prediction_set" in results[0]
-    table = Table("file", "predicted", "confidence", *probs, *(["set"] if has_set else []))
+    table = Table(
+        "file", "predicted", "confidence", *probs, *(["set"] if has_set else []),
+        "looks like training",
+    )  # fmt: skip
     table.columns[0].no_wrap = True  # a file name folded over lines cannot be copied
+    seen = {True: "yes", False: "NO: check the image", None: "unknown"}
     for r in results[:50]:
         table.add_row(
             Path(r["path"]).name,
@@ -220,8 +224,15 @@ def print_predictions(results: list[dict[str, Any]], output: Path | None) -> Non
             f"{r['confidence']:.4f}",
             *(f"{r[k]:.4f}" for k in probs),
             *([r["prediction_set"]] if has_set else []),
+            seen[r.get("in_distribution")],
         )
     console.print(table)
+    flagged = sum(r.get("in_distribution") is False for r in results)
+    if flagged:
+        console.print(f"{flagged} of {len(results)} images look unlike the training images: "
+                      "their predictions are not to be trusted (see ood_reason)")  # fmt: skip
+    if results and results[0].get("in_distribution", False) is None:
+        console.print("note: this run has no OOD guard; `medlens evaluate RUN` fits one")
     if len(results) > 50:
         console.print(f"... {len(results) - 50} more" + (f" in {output}" if output else ""))
 
@@ -297,3 +308,61 @@ def print_models(rows: list[Any], timm_pattern: str | None, timm_names: list[str
             "Every 2D timm model name also works (e.g. resnet50, efficientnet_b0, "
             "vit_small_patch16_224); list them with --timm 'pattern'."
         )
+
+
+def print_external(summary: dict[str, Any], run: Path | str) -> None:
+    """An external set's metrics beside the internal test's, the shift and the OOD share."""
+    drop = summary["drop"]["metrics"]
+    cis = summary["confidence_intervals"]
+    table = Table(
+        "metric", "internal test", "external", "external 95% CI", "drop (95% CI)",
+        title=f"{summary['run']} on {summary['name']} ({summary['n_images']} images)",
+    )  # fmt: skip
+    for key, d in drop.items():
+        table.add_row(
+            key, fmt(d["internal"]), fmt(d["external"]), ci(cis.get(key)),
+            f"{fmt(d['drop'])} ({fmt(d['low'])}, {fmt(d['high'])})",
+        )  # fmt: skip
+    console.print(table)
+    for note in summary.get("undefined", {}).values():
+        console.print(f"note: {note}")
+    cal = summary["calibration"]
+    console.print(
+        f"ECE {fmt(cal['before']['ece'])} before, {fmt(cal['after']['ece'])} after the run's "
+        f"temperature {cal['temperature']:.3f} (calibration {cal['version']})"
+    )
+    console.print(f"shift: {summary['shift']['statement']}")
+    ood = summary["ood"]
+    if "flagged_share" in ood:
+        console.print(
+            f"OOD guard ({ood['method']}): {ood['flagged_share']:.1%} of these images flagged "
+            f"as unlike training ({ood['internal_test_flagged_share']:.1%} of the internal test)"
+        )
+    else:
+        console.print(ood["note"])
+    console.print(f"written to {Path(run) / 'external' / summary['name']}")
+
+
+def print_recalibration(result: dict[str, Any]) -> None:
+    """Old and new calibration on the site's held-out part."""
+    old, new = result["held_out"]["previous"], result["held_out"]["new"]
+    table = Table(
+        "on the held-out part", "previous", "new",
+        title=f"recalibrated on {result['n_fit']} images of {result['site']}; judged on "
+        f"{result['n_held_out']}",
+    )  # fmt: skip
+    table.add_row("temperature", fmt(old["calibration"]["temperature"]),
+                  fmt(new["calibration"]["temperature"]))  # fmt: skip
+    table.add_row("ECE", fmt(old["calibration"]["after"]["ece"]),
+                  fmt(new["calibration"]["after"]["ece"]))  # fmt: skip
+    for a, b in zip(old.get("operating_points", []), new.get("operating_points", []), strict=True):
+        for rate in ("sensitivity", "specificity"):
+            table.add_row(
+                f"{rate} at the {a['target']} {a['value']:.0%} point",
+                fmt(a["site"][rate]["value"]), fmt(b["site"][rate]["value"]),
+            )  # fmt: skip
+    if "conformal" in old and "conformal" in new:
+        table.add_row("set coverage", fmt(old["conformal"]["coverage"]),
+                      fmt(new["conformal"]["coverage"]))  # fmt: skip
+    console.print(table)
+    console.print(f"calibration {result['version']} is now in use (previous kept in calibrations/)")

@@ -188,3 +188,30 @@ def budget(text: str | None) -> str | None:
             f"--budget {text!r} leaves no time to train", hint="give a positive time, e.g. 20m"
         )
     return text
+
+
+def label_map(text: str | None) -> str | None:
+    """``--label-map EXTERNAL=RUN,...``: the form of every item (the names are checked against
+    the classes once the data is read)."""
+    parse_label_map(text)
+    return text
+
+
+def parse_label_map(text: str | None) -> dict[str, str]:
+    """``"NORMAL=normal,PNEUMONIA=pneumonia"`` as a dict (a ConfigError naming a bad item).
+
+    >>> parse_label_map("NORMAL=normal, PNEUMONIA=pneumonia")
+    {'NORMAL': 'normal', 'PNEUMONIA': 'pneumonia'}
+    """
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(
+                f"--label-map item {item.strip()!r} is not EXTERNAL=RUN",
+                hint="write it as EXTERNAL_CLASS=RUN_CLASS,..., e.g. NORMAL=normal",
+            )
+        out[key.strip()] = value.strip()
+    return out

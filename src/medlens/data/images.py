@@ -82,7 +82,37 @@ def model_input(
 
 def read_inputs(files: list[Path], recipe: Plan, shape: tuple[int, ...]) -> np.ndarray:
     """Image files as a stack of model inputs (see :func:`model_input`)."""
-    return np.stack([model_input(read_image_file(f), recipe, shape, str(f)) for f in files])
+    return read_cases(files, recipe, shape)[0]
+
+
+def read_cases(
+    files: list[Path], recipe: Plan, shape: tuple[int, ...]
+) -> tuple[np.ndarray, list[str | None]]:
+    """Image files as a stack of model inputs, and for each file why its header says it is
+    not what the run was trained on (:func:`modality_conflict`), or None."""
+    inputs, conflicts = [], []
+    for f in files:
+        img = read_image_file(f)
+        inputs.append(model_input(img, recipe, shape, str(f)))
+        conflicts.append(modality_conflict(img, recipe.data.modality))
+    return np.stack(inputs), conflicts
+
+
+def modality_conflict(img: LoadedImage, modality: str | None) -> str | None:
+    """Why a DICOM's Modality tag contradicts the run's modality (None when it does not, or
+    when either is unknown).
+
+    >>> ct = LoadedImage(np.zeros((2, 2), np.float32), None, "dicom", meta={"modality": "CT"})
+    >>> modality_conflict(ct, "x-ray")
+    'its DICOM Modality is CT (ct); this model was trained on x-ray images'
+    """
+    from medlens.data.labelled import MODALITY_NAMES
+
+    code = img.meta.get("modality")
+    name = MODALITY_NAMES.get(code) if code else None
+    if name is None or not modality or modality in ("unknown", name):
+        return None
+    return f"its DICOM Modality is {code} ({name}); this model was trained on {modality} images"
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:

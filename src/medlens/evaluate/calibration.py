@@ -176,6 +176,22 @@ def reliability(y: Any, probs: Any, task: str, n_bins: int = N_BINS) -> dict[str
     return calibration_bins(conf, correct, n_bins).diagram()
 
 
+def judge_calibration(
+    logits: np.ndarray, y: np.ndarray, task: str, temperature: float = 1.0
+) -> dict[str, Any]:
+    """ECE, MCE, Brier and NLL of ``logits / temperature`` against ``y``, with the reliability
+    diagram (the same bins as the ECE)."""
+    p = probabilities(logits, task, temperature)
+    diagram = reliability(y, p, task)
+    return {
+        "ece": diagram["ece"],
+        "mce": diagram["mce"],
+        "brier": brier_score(y, p, task),
+        "nll": nll(logits, y, task, temperature),
+        "reliability": diagram,
+    }
+
+
 def calibration_summary(
     val_logits: np.ndarray,
     val_y: np.ndarray,
@@ -188,15 +204,7 @@ def calibration_summary(
     t = fit_temperature(val_logits, val_y, task)
 
     def judged(temperature: float) -> dict[str, Any]:
-        p = probabilities(test_logits, task, temperature)
-        diagram = reliability(test_y, p, task)
-        return {
-            "ece": diagram["ece"],
-            "mce": diagram["mce"],
-            "brier": brier_score(test_y, p, task),
-            "nll": nll(test_logits, test_y, task, temperature),
-            "reliability": diagram,
-        }
+        return judge_calibration(test_logits, test_y, task, temperature)
 
     return {
         "method": "temperature scaling, fitted on val by NLL",

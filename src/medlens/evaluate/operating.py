@@ -59,6 +59,38 @@ def _rates(y: np.ndarray, p_pos: np.ndarray, threshold: float, w: np.ndarray) ->
         }
 
 
+def rates_at(
+    y: np.ndarray,
+    p_pos: np.ndarray,
+    threshold: float,
+    *,
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float | None]]:
+    """Sensitivity, specificity, PPV and NPV at a fixed ``threshold``, with bootstrap CIs
+    (the threshold held fixed in the resamples); None where a rate is undefined.
+
+    >>> r = rates_at(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]), 0.5, n_boot=0)
+    >>> r["sensitivity"]["value"], r["specificity"]["value"]
+    (0.5, 1.0)
+    """
+    y = np.asarray(y).ravel()
+    point = _rates(y, p_pos, threshold, np.ones((1, len(y))))
+    w = resample_weights(len(y), n_boot, np.random.default_rng(seed), groups)
+    draws = _rates(y, p_pos, threshold, w) if n_boot else {}
+    rates = {}
+    for name, v in point.items():
+        low, high = percentile_interval(draws[name], ci, v[0]) if n_boot else (None, None)
+        rates[name] = {
+            "value": float(v[0]) if np.isfinite(v[0]) else None,
+            "low": low,
+            "high": high,
+        }
+    return rates
+
+
 def operating_point(
     val_y: np.ndarray,
     val_p: np.ndarray,
@@ -74,18 +106,7 @@ def operating_point(
 ) -> dict[str, Any]:
     """Threshold for ``target >= value`` on val, and test rates there with bootstrap CIs."""
     threshold = threshold_for(val_y, val_p, target, value)
-    test_y = np.asarray(test_y).ravel()
-    point = _rates(test_y, test_p, threshold, np.ones((1, len(test_y))))
-    w = resample_weights(len(test_y), n_boot, np.random.default_rng(seed), groups)
-    draws = _rates(test_y, test_p, threshold, w) if n_boot else {}
-    rates = {}
-    for name, v in point.items():
-        low, high = percentile_interval(draws[name], ci, v[0]) if n_boot else (None, None)
-        rates[name] = {
-            "value": float(v[0]) if np.isfinite(v[0]) else None,
-            "low": low,
-            "high": high,
-        }
+    rates = rates_at(test_y, test_p, threshold, groups=groups, n_boot=n_boot, ci=ci, seed=seed)
     val_rates = _rates(np.asarray(val_y).ravel(), val_p, threshold, np.ones((1, len(val_y))))
     return {
         "target": target,

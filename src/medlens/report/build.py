@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from medlens.evaluate.metrics import METRIC_LABELS
 from medlens.evaluate.trust import section
 from medlens.report import figures
+from medlens.report.external import external_values
 from medlens.report.model_card import metric_title, model_card
 from medlens.run import Run
 
@@ -33,6 +34,7 @@ _NAV = [
     ("calibration", "Calibration"),
     ("operating", "Operating points"),
     ("conformal", "Conformal"),
+    ("external", "External"),
     ("selective", "Selective"),
     ("training", "Training"),
     ("gallery", "Explanations"),
@@ -238,6 +240,7 @@ def _page_values(ctx: dict[str, Any]) -> dict[str, Any]:
         "date": datetime.date.today().isoformat(),
         "env": ", ".join(f"{k} {v}" for k, v in ctx["env"].items() if k in ("device", "torch")),
         "fig": fig,
+        "external": external_values(ctx["run"]),
     }
     rob = ctx["robustness"]
     if rob:

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from medlens.errors import MedlensError, UploadError
@@ -37,25 +38,100 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-_PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FIELD],
-                    "properties": {
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "what was wrong"},
+        "hint": {"type": "string", "description": "how to fix it"},
+    },
+}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+
+
+_UNAUTHORISED = {401: _error_response(f"the {API_KEY_HEADER} header is missing or wrong")}
+#: every answer /predict gives other than 200, as the service really gives them
+PREDICT_ERRORS = {
+    400: _error_response("a broken image file, an empty file or a malformed multipart body"),
+    **_UNAUTHORISED,
+    413: _error_response("the body is over --max-upload-mb, or the image has too many pixels"),
+    415: _error_response("the body is not multipart/form-data, or the file is not an image "
+                         "medlens reads (PNG, JPEG, TIFF, BMP, DICOM, NIfTI)"),
+    422: _error_response("the form has no field 'file', a query parameter is not valid, or "
+                         "the image has the wrong dimensionality (a volume for a 2D model)"),
+    500: _error_response("the service failed on this request"),
+}  # fmt: skip
+_PREDICTION_SCHEMA = {
+    "type": "object",
+    "required": ["predicted", "probabilities", "confidence", "in_distribution", "ood"],
+    "properties": {
+        "predicted": {
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+        },
+        "top_class": {"type": "string"},
+        "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+        "confidence": {"type": "number"},
+        "calibrated": {"type": "boolean"},
+        "prediction_set": {"type": ["array", "null"], "items": {"type": "string"}},
+        "in_distribution": {
+            "type": ["boolean", "null"],
+            "description": "false: the image looks unlike the training images (or its DICOM "
+            "header contradicts the run's modality); null: the run has no OOD guard",
+        },
+        "ood": {"type": "object"},
+        "heatmap": {"type": "object"},
+        "input": {"type": "object"},
+        "seconds": {"type": "number"},
+    },
+}  # fmt: skip
+
+
+def predict_openapi(limit: int) -> dict[str, Any]:
+    """The /predict request body: its upload constraints."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [FIELD],
+                        "properties": {
+                            FIELD: {
+                                "type": "string",
+                                "format": "binary",
+                                "minLength": 1,
+                                "maxLength": limit,
+                                "description": "one image file, at most "
+                                f"{limit / 2**20:.0f} MiB: PNG, JPEG, TIFF, BMP, DICOM or NIfTI "
+                                "(.nii, .nii.gz). Bytes that are not such an image are "
+                                "refused with 415, a damaged image with 400",
+                            }
+                        },
+                    },
+                    "encoding": {
                         FIELD: {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "PNG, JPEG, TIFF, BMP, DICOM or NIfTI (.nii, .nii.gz)",
+                            "contentType": "image/png, image/jpeg, image/tiff, image/bmp, "
+                            "application/dicom, application/octet-stream"
                         }
                     },
                 }
-            }
+            },
         },
     }
+
+
+#: /predict's answers (given to the route, so FastAPI adds no 422 of its own)
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the prediction",
+        "content": {"application/json": {"schema": _PREDICTION_SCHEMA}},
+    },
+    **PREDICT_ERRORS,
 }
 
 
@@ -115,6 +191,11 @@ def create_app(
         status = exc.status if isinstance(exc, UploadError) else 400
         return _error(status, exc.message, exc.hint)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Any:
+        where = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors())
+        return _error(422, f"invalid request parameter(s): {where}", "see /docs for the API")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Any:
         # the type only: a parser's message could quote bytes of the upload
@@ -137,7 +218,11 @@ def create_app(
             "max_upload_mb": max_upload_mb,
         }
 
-    @app.get("/model", summary="The model card: model, data, metrics, calibration")
+    @app.get(
+        "/model",
+        summary="The model card: model, data, metrics, calibration, OOD guard",
+        responses=_UNAUTHORISED,
+    )
     async def model(request: Request) -> Any:
         if not authorised(request):
             return refused()
@@ -146,7 +231,8 @@ def create_app(
     @app.post(
         "/predict",
         summary="Classify one uploaded image (multipart field 'file')",
-        openapi_extra=_PREDICT_BODY,
+        openapi_extra=predict_openapi(limit),
+        responses=PREDICT_RESPONSES,
     )
     async def predict(request: Request, heatmap: bool = True) -> Any:
         if not authorised(request):

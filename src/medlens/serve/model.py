@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from medlens.analyse.layers import choose_target_layer
+from medlens.analyse.ood_guard import NO_GUARD, OodGuard, case_features, case_flags
 from medlens.analyse.overlay import image_and_overlay, png_data_uri
 from medlens.analyse.saliency import saliency_maps
 from medlens.data.loader import unlabelled_arrays
@@ -56,6 +57,7 @@ class ServedModel:
         self.device = torch.device("cpu")
         self.model, _ = self.run.load_model(self.device)  # refuses bad weights
         self.session = run_predictor(self.run.root, onnx)
+        self.guard = OodGuard.load(self.run)
         self.method = default_method(self.model)
         self.layer = self._target_layer()
         self._lock = threading.Lock()
@@ -82,7 +84,12 @@ class ServedModel:
         """Upload bytes -> (the model's uint8 input, the kind read), or an :class:`UploadError`
         with the HTTP status to answer: 415 not an image, 413 too many pixels, 422 a volume
         for a 2D model (or the reverse), 400 a broken file."""
-        from medlens.data.images import check_dims, model_input
+        image, kind, _ = self.decode_case(data)
+        return image, kind
+
+    def decode_case(self, data: bytes) -> tuple[np.ndarray, str, str | None]:
+        """:meth:`decode`, and why the file's header contradicts the run's modality (or None)."""
+        from medlens.data.images import check_dims, modality_conflict, model_input
         from medlens.data.readers import read_image_bytes
 
         try:
@@ -97,8 +104,9 @@ class ServedModel:
             check_dims(img, self.recipe.data.spatial_dims, UPLOAD_NAME)
         except DataError as exc:
             raise UploadError(exc.message, exc.hint, status=422) from None
+        conflict = modality_conflict(img, self.recipe.data.modality)
         try:
-            return model_input(img, self.recipe, self.shape, UPLOAD_NAME), img.kind
+            return model_input(img, self.recipe, self.shape, UPLOAD_NAME), img.kind, conflict
         except DataError as exc:
             raise UploadError(exc.message, exc.hint, status=400) from None
 
@@ -106,11 +114,12 @@ class ServedModel:
         """Calibrated probabilities, confidence, prediction set and (``heatmap``) the input
         and its saliency overlay as PNG data URIs, for one uploaded image."""
         start = time.perf_counter()
-        image, kind = self.decode(data)
+        image, kind, conflict = self.decode_case(data)
         arrays = self._arrays(image[None])
         with self._lock:
             logits = self._logits(arrays)
             result = self._result(logits, image[None])
+            result.update(self._ood(image[None], logits, conflict))
             if heatmap:
                 target = self.names.index(result["top_class"])
                 result["heatmap"] = self._heatmap(arrays, image, target)
@@ -146,6 +155,19 @@ class ServedModel:
             out["set_coverage"] = round(1.0 - float(conformal["alpha"]), 4)
         return out
 
+    def _ood(self, images: np.ndarray, logits: np.ndarray, conflict: str | None) -> dict:
+        """``in_distribution`` and the guard's numbers for one case."""
+        features = None
+        if self.guard is not None:
+            features, _ = case_features(self.model, self.recipe, images, self.device)
+        flag = case_flags(self.guard, features, logits, [conflict])[0]
+        ood: dict[str, Any] = {"score": flag["ood_score"], "reason": flag.get("ood_reason")}
+        if self.guard is None:
+            ood["note"] = NO_GUARD
+        else:
+            ood.update(method=self.guard.method, threshold=round(self.guard.threshold, 6))
+        return {"in_distribution": flag["in_distribution"], "ood": ood}
+
     def _heatmap(self, arrays, image: np.ndarray, target: int) -> dict[str, Any]:
         x = self._first(arrays)
         cam = saliency_maps(self.model, x, [target], self.method, self.layer)[0].numpy()
@@ -175,7 +197,19 @@ class ServedModel:
             "backend": self.backend,
             "explanation": {"method": self.method, "layer": self.layer},
             "calibration": {
-                k: v for k, v in self.record.items() if k in ("temperature", "conformal")
+                "version": self.record.get("version", "v1"),
+                **{
+                    k: v
+                    for k, v in self.record.items()
+                    if k in ("temperature", "conformal", "operating_points", "source")
+                },
+            },
+            "ood_guard": None
+            if self.guard is None
+            else {
+                "method": self.guard.method,
+                "threshold": self.guard.threshold,
+                "false_alarm_on_val": self.guard.false_alarm,
             },
             "test_metrics": metrics.get("test"),
             "model_card": card_md.read_text() if card_md.is_file() else None,

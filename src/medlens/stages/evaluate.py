@@ -1,7 +1,8 @@
 """``medlens evaluate``: the best checkpoint on val and test, qualified.
 
 Writes metrics.json, predictions.csv, trust.json (calibration, CIs, operating points, conformal
-sets, subgroups) and calibration.json (what ``predict`` applies to new cases). The numbers come
+sets, subgroups), calibration.json (what ``predict`` applies to new cases) and the
+out-of-distribution guard (ood.json, ood.npz). The numbers come
 from the array functions of :mod:`medlens.evaluate`; this stage only runs the model.
 
 >>> metrics = evaluate_run("runs/breastmnist-small_cnn")  # doctest: +SKIP
@@ -99,7 +100,16 @@ def evaluate_run(
     for split, (z, labels, _) in logits.items():
         rows.extend(prediction_rows(split, labels, z, recipe, record, keys[split]))
     write_predictions(run.predictions_file, rows, recipe)
+    write_ood_guard(run, model, ds, device)
     return out
+
+
+def write_ood_guard(run: Run, model, ds: ArrayDataset, device) -> None:
+    """Fit the out-of-distribution guard on the run's own features (ood.json, ood.npz)."""
+    from medlens.analyse.ood_guard import fit_guard, write_guard
+
+    record, stats = fit_guard(model, run.plan, ds, device)
+    write_guard(run, record, stats)
 
 
 def calibration_record(trust: dict[str, Any], task: str) -> dict[str, Any]:

@@ -32,11 +32,15 @@ def predict(
     column.
 
     Probabilities are calibrated (the run's fitted temperature) and single-label tasks get a
-    conformal prediction set, when the run has been evaluated (calibration.json).
+    conformal prediction set, when the run has been evaluated (calibration.json). Each row has
+    ``ood_score`` and ``in_distribution`` from the run's out-of-distribution guard (ood.json;
+    None for a run evaluated before there was one) and, for a flagged case, ``ood_reason``;
+    a DICOM whose Modality contradicts the run's is flagged whatever its score.
     ``onnx``: logits from ``<run>/export/model.onnx`` on ONNX Runtime (None: when that export
     exists, onnxruntime is installed and it matches best.safetensors; False: PyTorch).
     """
-    from medlens.data.images import expand_inputs, read_inputs
+    from medlens.analyse.ood_guard import OodGuard, case_features, case_flags
+    from medlens.data.images import expand_inputs, read_cases
     from medlens.data.loader import unlabelled_arrays
     from medlens.device import resolve_device
     from medlens.export.runtime import run_predictor
@@ -46,7 +50,7 @@ def predict(
     recipe = run.plan
     task = recipe.data.task
     files = expand_inputs(list(inputs))
-    images = read_inputs(files, recipe, run.input_shape())
+    images, conflicts = read_cases(files, recipe, run.input_shape())
     session = run_predictor(run.root, onnx)
     device = resolve_device("cpu" if session is not None else recipe.train.device)
     data = unlabelled_arrays(recipe, images, device)
@@ -55,6 +59,11 @@ def predict(
     else:
         model, _ = run.load_model(device)
         logits, _, _ = predict_logits(model, data, recipe.train.eval_batch_size, recipe.train.amp)
+    guard, features = OodGuard.load(run), None
+    if guard is not None:  # features come from the PyTorch model, whichever gave the logits
+        guard_model = model if session is None else run.load_model(device)[0]
+        features, _ = case_features(guard_model, recipe, images, device)
+    flags = case_flags(guard, features, logits, conflicts)
     probs, sets = calibrated_outputs(logits, run.calibration(), image_keys(images))
     pred = predict_labels(probs, task)
     names = recipe.data.label_names
@@ -68,6 +77,7 @@ def predict(
         }
         if sets is not None:
             row["prediction_set"] = set_text(names, sets[i])
+        row.update(flags[i])
         results.append(row)
     if heatmaps is not None:
         from medlens.stages.explain import explain
