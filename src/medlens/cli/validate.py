@@ -188,3 +188,18 @@ def budget(text: str | None) -> str | None:
             f"--budget {text!r} leaves no time to train", hint="give a positive time, e.g. 20m"
         )
     return text
+
+
+def members(flag: str) -> Callable[[int | None], int | None]:
+    """``--folds`` / ``--seeds``: an ensemble of at least 2 members."""
+
+    def check(n: int | None) -> int | None:
+        if n is not None and n < 2:
+            what = "cross-validation needs" if flag == "--folds" else "an ensemble needs"
+            raise ConfigError(
+                f"{flag} {n}: {what} at least 2",
+                hint=f"e.g. {flag} 5" if flag == "--folds" else f"e.g. {flag} 3",
+            )
+        return n
+
+    return check
