@@ -214,6 +214,62 @@ def test_predict_export_serve_agree_on_an_ensemble(cv_run, tmp_path):
     np.testing.assert_allclose(np.array([[r["p_0"], r["p_1"]] for r in onnx_rows]), got, atol=1e-5)
 
 
+def test_ensemble_heatmaps_are_the_mean_of_the_members_maps(cv_run, tmp_path):
+    from PIL import Image
+
+    from medlens.analyse.saliency import saliency_maps
+
+    run = Run.open(cv_run)
+    x, cpu = _test_batch(run)[:4], torch.device("cpu")
+    t = torch.tensor([0, 1, 0, 1])
+    model, _ = run.load_model(cpu)
+    got = saliency_maps(model, x, t)
+    members = [m.load_model(cpu)[0] for m in run.members()]
+    want = torch.stack([saliency_maps(m, x, t) for m in members]).mean(0)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert float(got.std()) > 0
+    png = tmp_path / "case.png"
+    Image.fromarray(run.data().splits["test"].images[0, 0]).save(png)
+    rows = ml.predict(cv_run, [png], heatmaps=tmp_path / "maps", onnx=False)
+    assert Path(rows[0]["heatmap"]).is_file()
+
+
+def test_report_has_a_cross_validation_section(cv_run, tmp_path):
+    from medlens.report.build import build_report
+
+    html = build_report(Run.open(cv_run), output=tmp_path / "r.html", robustness=False,
+                        uncertainty=False, gallery=False).read_text()  # fmt: skip
+    assert 'id="crossval"' in html and "Cross-validation (3 folds)" in html
+    cv = Run.open(cv_run).metrics()["cross_validation"]
+    assert f"{cv['folds'][1]['test_auc']:.3f}" in html
+
+
+def test_compare_with_folds_ranks_by_the_cross_validated_auc(blobs, tmp_path):
+    result = ml.compare(str(blobs), models="small_cnn,test_nfnet", seeds=1, folds=2, epochs=1,
+                        device="cpu", output=tmp_path / "cmp", latency_seconds=0.1,
+                        n_boot=200)  # fmt: skip
+    rows = result.rows
+    assert rows[0]["cv_auc_mean"] >= rows[1]["cv_auc_mean"]
+    for row in rows:
+        run = Run.open(tmp_path / "cmp" / "runs" / f"{row['model']}-seed0")
+        assert run.is_cross_validation()
+        assert row["cv_auc_mean"] == run.metrics()["val"]["auc"]
+    assert (
+        result.paired[0]["split"] == "out-of-fold" and result.paired[0]["best"] == rows[0]["model"]
+    )
+    assert "by cross-validated AUC" in (tmp_path / "cmp" / "leaderboard.md").read_text()
+
+
+def test_tune_with_folds_scores_trials_by_out_of_fold_auc(blobs, tmp_path):
+    pytest.importorskip("optuna")
+    result = ml.tune(str(blobs), trials=1, folds=2, epochs=1, device="cpu",
+                     model="small_cnn", output=tmp_path / "tune")  # fmt: skip
+    run = Run.open(tmp_path / "tune" / "trials" / "trial-0000")
+    assert run.is_cross_validation()
+    assert result.best_value == run.metrics()["val"]["auc"]
+    assert result.best_plan.train.folds == 2
+
+
 class _StopAt:
     """Interrupts training when a given fold reaches a given epoch (as Ctrl-C would)."""
 
