@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {f['latency_ms']:.2f}, {f['images_per_s']:.0f} | {ratio:.2f}x |"
         )
     hw = hardware()
-    print(f"hardware: {hw.get('cpu')}, {hw.get('threads', '')} threads")
+    print(f"hardware: {hw['cpu']}, {hw['cores']} cores, {hw['torch_threads']} torch threads")
 
 
 if __name__ == "__main__":
