@@ -99,8 +99,18 @@ def test_folds_refuse_a_val_split_the_user_fixed():
 # ------------------------------------------------------------------------- cross-validation
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory) -> Path:
+    """Two-class blobs with a fifth of the labels flipped, so that no split is perfect and
+    val, out-of-fold and test scores differ."""
     folder = tmp_path_factory.mktemp("ens_data")
-    return write_blob_npz(folder / "blobs.npz", "multi-class", n=(90, 30, 40), k=2, size=16)
+    path = write_blob_npz(folder / "blobs.npz", "multi-class", n=(90, 30, 40), k=2, size=16)
+    arrays = dict(np.load(path))
+    rng = np.random.default_rng(5)
+    for split in ("train", "val", "test"):
+        labels = arrays[f"{split}_labels"]
+        flip = rng.random(len(labels)) < 0.2
+        labels[flip] = 1 - labels[flip]
+    np.savez_compressed(path, **arrays)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -287,9 +297,15 @@ def test_interrupted_cross_validation_resumes_to_the_same_metrics(cv_run, blobs,
         ml.train(str(blobs), output=out, folds=K, callbacks=[_StopAt(out, 1, 0)], **TRAIN)
     assert (out / "folds/fold-0/metrics.json").is_file()
     assert not (out / "folds/fold-1/metrics.json").exists()
-    done = (out / "folds/fold-0/checkpoints/best.safetensors").stat().st_mtime_ns
+    finished = [
+        out / "folds/fold-0/checkpoints/best.safetensors",
+        out / "folds/fold-0/metrics.json",
+    ]
+    done = [f.stat().st_mtime_ns for f in finished]
     ml.train(str(blobs), output=out, folds=K, **TRAIN)  # the same command again
-    assert (out / "folds/fold-0/checkpoints/best.safetensors").stat().st_mtime_ns == done
+    assert [
+        f.stat().st_mtime_ns for f in finished
+    ] == done  # fold 0 neither retrained nor re-evaluated
     again, first = Run.open(out).metrics(), Run.open(cv_run).metrics()
     for key in ("val", "test"):
         assert again[key]["auc"] == first[key]["auc"] and again[key]["acc"] == first[key]["acc"]
@@ -326,7 +342,44 @@ def test_folds_one_is_refused_before_torch(blobs):
     assert len(lines) == 1 and "--folds 1" in lines[0] and "at least 2" in lines[0], lines
 
 
-def test_broken_ensembles_are_one_line_errors(cv_run, tmp_path):
+# Runs each command line of argv[1] (a JSON list) in one process: its exit code and stderr.
+_DRIVER = """
+import contextlib, io, json, sys
+from medlens.cli import main
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(args)
+    print(json.dumps({"code": code, "err": err.getvalue()}))
+"""
+
+
+def _cli_many(cases: list[list[str]]) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER, json.dumps(cases)],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def _split_column_manifest(folder: Path) -> Path:
+    """60 blob PNGs and a manifest whose split column gives train, val and test."""
+    import pandas as pd
+    from PIL import Image
+
+    from tests.conftest import blob_images
+
+    rows, labels = [], np.arange(60) % 2
+    (folder / "img").mkdir(parents=True)
+    for i, img in enumerate(blob_images(labels, 16, 2, np.random.default_rng(0))):
+        Image.fromarray(img).save(folder / "img" / f"{i}.png")
+        split = "train" if i < 40 else ("val" if i < 50 else "test")
+        rows.append({"path": f"img/{i}.png", "finding": "ab"[labels[i]], "split": split})
+    pd.DataFrame(rows).to_csv(folder / "m.csv", index=False)
+    return folder / "m.csv"
+
+
+def test_bad_ensemble_inputs_are_one_line_errors(cv_run, blobs, tmp_path):
     deleted = tmp_path / "deleted"
     shutil.copytree(cv_run, deleted)
     shutil.rmtree(deleted / "folds" / "fold-1")
@@ -334,18 +387,25 @@ def test_broken_ensembles_are_one_line_errors(cv_run, tmp_path):
     shutil.copytree(cv_run, changed)
     plan = changed / "folds" / "fold-2" / "plan.yaml"
     plan.write_text(plan.read_text().replace("lr: ", "lr: 0.5  # was ", 1))
-    for run_dir, words in ((deleted, "folds/fold-1"), (changed, "another plan")):
-        proc = _cli("evaluate", str(run_dir))
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
+    manifest = _split_column_manifest(tmp_path / "manifest")
+    train = ["--epochs", "1", "--device", "cpu", "--output"]
+    cases = {
+        "folds/fold-1": ["evaluate", str(deleted)],
+        "another plan": ["evaluate", str(changed)],
+        "split column fixes val": [
+            "train", str(manifest), "--label-column", "finding", "--path-column", "path",
+            "--split-column", "split", "--folds", "3", *train, str(tmp_path / "m_run"),
+        ],
+        "--folds 200 but class": ["train", str(blobs), "--folds", "200", *train,
+                                  str(tmp_path / "b_run")],
+    }  # fmt: skip
+    for words, got in zip(cases, _cli_many(list(cases.values())), strict=True):
+        lines = got["err"].strip().splitlines()
+        assert got["code"] == 2 and len(lines) == 1 and words in lines[0], (words, got["err"])
+        assert "(fix: " in lines[0]
+    # nothing written: no run started, the broken ensembles' results untouched
+    assert not (tmp_path / "m_run").exists() and not (tmp_path / "b_run").exists()
     assert (changed / "metrics.json").read_text() == (cv_run / "metrics.json").read_text()
-
-
-def test_more_folds_than_patients_is_a_one_line_error(blobs):
-    proc = _cli("train", str(blobs), "--folds", "200", "--epochs", "1", "--device", "cpu")
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert "--folds 200 but class" in lines[0] and "--folds" in lines[0].split("fix:")[1]
 
 
 # ------------------------------------------------------------------------------ sampling
