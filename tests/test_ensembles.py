@@ -195,6 +195,25 @@ def test_ensemble_probabilities_are_the_mean_of_the_folds(cv_run):
     np.testing.assert_allclose(_probs(_csv(run.predictions_file), "test"), means, atol=3e-6)
 
 
+def test_ensemble_model_weights_and_multi_label():
+    from medlens.models.ensemble import EnsembleModel
+
+    torch.manual_seed(0)
+    members = [torch.nn.Linear(5, 3) for _ in range(3)]
+    x = torch.randn(7, 5)
+    with torch.no_grad():
+        multi = torch.sigmoid(EnsembleModel(members, multi_label=True)(x))
+        want = torch.stack([torch.sigmoid(m(x)) for m in members]).mean(0)
+        torch.testing.assert_close(multi, want, atol=1e-6, rtol=0)
+        weighted = torch.softmax(EnsembleModel(members, multi_label=False, weights=[2, 1, 1])(x), 1)
+        p = [torch.softmax(m(x), 1) for m in members]
+        torch.testing.assert_close(
+            weighted, 0.5 * p[0] + 0.25 * p[1] + 0.25 * p[2], atol=1e-6, rtol=0
+        )
+    with pytest.raises(ValueError, match="non-negative weights"):
+        EnsembleModel(members, multi_label=False, weights=[1, -1, 1])
+
+
 def test_predict_export_serve_agree_on_an_ensemble(cv_run, tmp_path):
     from PIL import Image
 
