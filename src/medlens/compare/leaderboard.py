@@ -88,15 +88,19 @@ def add_paired(
 CSV_FIELDS = (
     ["model", "seeds", "epochs"]
     + [f"{m}_{k}" for m in METRICS for k in ("mean", "std", "min", "max")]
-    + ["auc_seed_avg", "cv_auc_mean", "cv_auc_std", "parameters", "gflops"]
-    + ["train_s_mean", "train_s_std"]
+    + ["auc_seed_avg", "parameters", "gflops", "train_s_mean", "train_s_std"]
     + ["latency_ms", "images_per_s", "diff_vs_best", "diff_low", "diff_high", "p_value"]
 )
 
 
+CV_FIELDS = ("cv_auc_mean", "cv_auc_std", "cv_auc_min", "cv_auc_max")
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        cross_validated = [k for k in CV_FIELDS if rows and k in rows[0]]  # --folds
+        fields = [*CSV_FIELDS, *cross_validated]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 

@@ -26,7 +26,8 @@ from medlens.stages.evaluate import evaluate_run
 from medlens.stages.train import start_run, train_run
 
 # plan fields that may differ between runs of one comparison, or between two invocations
-_FREE_FIELDS = {"model.name", "train.seed", "data.data_dir"}
+# (the time estimate is measured anew each time, and moves with the machine's load)
+_FREE_FIELDS = {"model.name", "train.seed", "data.data_dir", "train.estimated_seconds"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,9 @@ def check_same_plan(member: Member) -> None:
     if not member.run.plan_file.is_file():
         return
     found = load_plan(member.run.plan_file)
-    wrong = plan_differences(found, member.plan, ignore={"data.data_dir"})
+    wrong = plan_differences(
+        found, member.plan, ignore={"data.data_dir", "train.estimated_seconds"}
+    )
     if wrong:
         raise ConfigError(
             f"{member.run.root} was trained with another plan ({'; '.join(wrong[:4])})",
