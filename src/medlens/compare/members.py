@@ -26,8 +26,7 @@ from medlens.stages.evaluate import evaluate_run
 from medlens.stages.train import start_run, train_run
 
 # plan fields that may differ between runs of one comparison, or between two invocations
-# (the time estimate is measured anew each time, and moves with the machine's load)
-_FREE_FIELDS = {"model.name", "train.seed", "data.data_dir", "train.estimated_seconds"}
+_FREE_FIELDS = {"model.name", "train.seed", "data.data_dir"}
 
 
 @dataclass(frozen=True)
