@@ -27,7 +27,13 @@ HELP = {
     ("data",): ["info", "list", "fingerprint"],
     ("data", "info"): ["--json", "--data-dir", "--label-column", "Example: medlens data info"],
     ("data", "list"): ["--data-dir", "Example: medlens data list"],
-    ("plan",): ["--set", "--device", "--output", "--size", "Example: medlens plan breastmnist"],
+    ("plan",): [
+        "--set",
+        "--budget",
+        "--output",
+        "--size",
+        "Example: medlens plan ../shared/data/chest_xray",
+    ],
     ("train",): [
         "--data-dir",
         "--model",
@@ -42,7 +48,8 @@ HELP = {
         "--resume",
         "--set",
         "--patient-column",
-        "Example: medlens train pneumoniamnist",
+        "--budget",
+        "Example: medlens train ../shared/data/chest_xray",
     ],
     ("evaluate",): [
         "--json",

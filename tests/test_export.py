@@ -137,7 +137,7 @@ def test_predict_through_onnx_matches_pytorch(exported, breast_test, tmp_path, c
     code, _, err = run_cli(capsys, "predict", run, folder, "--no-onnx")
     assert code == 0, err
     # the default uses the export: PyTorch weights are not even loaded
-    monkeypatch.setattr(ml, "_load_model", lambda *a: pytest.fail("PyTorch model loaded"))
+    monkeypatch.setattr(Run, "load_model", lambda *a, **k: pytest.fail("PyTorch model loaded"))
     code, _, err = run_cli(capsys, "predict", run, folder, "-o", tmp_path / "pred.csv")
     assert code == 0, err
     with (tmp_path / "pred.csv").open() as f:
@@ -150,13 +150,13 @@ def test_predict_through_onnx_matches_pytorch(exported, breast_test, tmp_path, c
 def _pytorch_spy(monkeypatch) -> list:
     """Records every load of the run's PyTorch model (and lets it happen); ONNX Runtime must
     not be asked for logits."""
-    loads, real = [], ml._load_model
+    loads, real = [], Run.load_model
 
     def load_model(*args, **kwargs):
         loads.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ml, "_load_model", load_model)
+    monkeypatch.setattr(Run, "load_model", load_model)
     monkeypatch.setattr(
         OnnxPredictor, "predict_logits", lambda *a, **k: pytest.fail("ONNX Runtime ran")
     )

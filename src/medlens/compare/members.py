@@ -27,6 +27,8 @@ from medlens.stages.train import start_run, train_run
 
 # plan fields that may differ between runs of one comparison, or between two invocations
 _FREE_FIELDS = {"model.name", "train.seed", "data.data_dir"}
+# what the planner measured or wrote down, not what it chose: never a difference
+_MEASURED_FIELDS = {"notes", "train.estimated_seconds"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def plan_differences(a: Plan, b: Plan, ignore: set[str] = _FREE_FIELDS) -> list[
     return [
         f"{key}: {fa.get(key)!r} -> {fb.get(key)!r}"
         for key in sorted(set(fa) | set(fb))
-        if key not in ignore and key != "notes" and fa.get(key) != fb.get(key)
+        if key not in ignore | _MEASURED_FIELDS and fa.get(key) != fb.get(key)
     ]
 
 
