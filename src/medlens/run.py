@@ -10,6 +10,7 @@
       external/<name>/  calibrations/         (medlens evaluate --on, medlens recalibrate)
       robustness.json  uncertainty.json  gallery/         (medlens analyse)
       report.html  model_card.md  figures/               (medlens report)
+      ensemble.json  oof_predictions.csv  folds/fold-<i>/  (an ensemble run: --folds, --seeds)
 
 A stage opens a run once (:meth:`Run.open` checks it) or creates one (:meth:`Run.create`), and
 reads everything through it: the plan and fingerprint (loaded once), the data the plan was made
@@ -65,7 +66,11 @@ _WRITERS = {
     "gallery.json": "medlens analyse RUN",
     "ood.json": "medlens evaluate RUN",
     "external.json": "medlens evaluate RUN --on DATA",
+    "ensemble.json": "medlens train --folds K",
+    "oof_predictions.csv": "medlens evaluate RUN",
 }
+# plan fields in which the members of one ensemble may differ from the ensemble's own plan
+_MEMBER_FREE = {"train": {"estimated_seconds"}, "notes": None}
 
 
 class Run:
@@ -189,6 +194,22 @@ class Run:
         """Every calibration version the run has had; calibration.json is the one in use."""
         return self.root / "calibrations"
 
+    @property
+    def ensemble_file(self) -> Path:
+        """An ensemble run's members (folds or seeds) and their weights."""
+        return self.root / "ensemble.json"
+
+    @property
+    def oof_predictions_file(self) -> Path:
+        """A cross-validation's out-of-fold predictions of every train and val image."""
+        return self.root / "oof_predictions.csv"
+
+    def is_ensemble(self) -> bool:
+        return self.ensemble_file.is_file()
+
+    def is_cross_validation(self) -> bool:
+        return self.is_ensemble() and self.plan.train.folds is not None
+
     # ---------------------------------------------------------------------------- open/create
     @classmethod
     def open(cls, path: str | Path, *, trained: bool = True, role: str | None = None) -> Run:
@@ -207,6 +228,14 @@ class Run:
             raise CheckpointError(
                 f"{who}{run.root} is not a medlens run (no plan.yaml)",
                 hint="pass the run directory that `medlens train` wrote",
+            )
+        if trained and run.is_ensemble():
+            run.members()  # every member there, with the ensemble's plan
+        if trained and not run.best.is_file() and run.is_ensemble():
+            raise CheckpointError(
+                f"{who}{run.root} is an unfinished ensemble ({run.best} is missing)",
+                hint="run the same `medlens train ...` command again: it trains the members "
+                "that are left",
             )
         if trained and not run.best.is_file():
             raise CheckpointError(
@@ -298,13 +327,15 @@ class Run:
         return file_digest(self.best)
 
     def split_predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-        """(labels, uncalibrated probabilities) of one split, from predictions.csv, in order."""
+        """(labels, uncalibrated probabilities) of one split, from predictions.csv, in order;
+        ``"oof"``: a cross-validation's out-of-fold predictions (oof_predictions.csv)."""
         import numpy as np
 
         names, task = self.plan.data.label_names, self.plan.data.task
-        if not self.predictions_file.is_file():
-            self.read_json(self.predictions_file)  # the error naming the missing file
-        with self.predictions_file.open(newline="") as f:
+        path = self.oof_predictions_file if split == "oof" else self.predictions_file
+        if not path.is_file():
+            self.read_json(path)  # the error naming the missing file
+        with path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if r["split"] == split]
         probs = np.array([[float(r[f"p_{n}"]) for n in names] for r in rows], dtype=np.float64)
         if task == "multi-label":
@@ -347,9 +378,44 @@ class Run:
 
         if not self.best.is_file():
             raise CheckpointError(f"{self.best} is missing", hint="train the run first")
-        model = build_model(self.plan, device, pretrained=False)
+        if self.is_ensemble():
+            from medlens.models.ensemble import EnsembleModel
+
+            members = [build_model(m.plan, device, pretrained=False) for m in self.members()]
+            weights = [m["weight"] for m in self.ensemble()["members"]]
+            multi = self.plan.data.task == "multi-label"
+            model = EnsembleModel(members, multi_label=multi, weights=weights).to(device)
+        else:
+            model = build_model(self.plan, device, pretrained=False)
         info = load_weights(self.best, model)
         return model.eval(), info
+
+    # ------------------------------------------------------------------------------ ensembles
+    def ensemble(self) -> dict[str, Any]:
+        """ensemble.json: ``{"kind": "folds" | "seeds", "members": [{"path", "weight"}]}``."""
+        return self.read_json(self.ensemble_file)
+
+    def members(self) -> list[Run]:
+        """The ensemble's member runs, checked: each there, trained, with the ensemble's plan."""
+        out = []
+        for i, entry in enumerate(self.ensemble()["members"]):
+            member = Run(self.root / entry["path"])
+            if not member.plan_file.is_file() or not member.best.is_file():
+                raise CheckpointError(
+                    f"member {entry['path']} of the ensemble {self.root} is missing or untrained",
+                    hint="restore that folder, or rerun the same `medlens train` command to "
+                    "train it again",
+                )
+            differ = plan_differences(member.plan, member_plan(self.plan, i))
+            if differ:
+                raise ConfigError(
+                    f"member {entry['path']} of {self.root} has another plan than the ensemble "
+                    f"({'; '.join(differ[:3])})",
+                    hint="every member must be trained from the ensemble's plan.yaml; retrain "
+                    "that member or restore its plan",
+                )
+            out.append(member)
+        return out
 
     def logger(self) -> logging.Logger:
         return file_logger(self)
@@ -386,7 +452,7 @@ def load_plan_data(
     from medlens.data.sources import load_dataset
 
     d = plan.data
-    return load_dataset(
+    ds = load_dataset(
         d.source,
         data_dir=data_dir or d.data_dir,
         size=d.size,
@@ -396,6 +462,11 @@ def load_plan_data(
         # seed: runs of one plan with other seeds must share their test split
         options=source_options(d.model_dump(), d.preprocess),
     )
+    if d.fold is not None:  # a cross-validation fold: train+val re-split, the test kept
+        from medlens.data.folds import fold_dataset
+
+        ds = fold_dataset(ds, d.fold.k, d.fold.index, d.fold.seed)
+    return ds
 
 
 def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
@@ -441,6 +512,48 @@ def check_plan_fits(recipe: Plan, ds: ArrayDataset) -> None:
             f"model {recipe.model.name} is {dims}D but the data is {ds.spatial_dims}D",
             hint="see `medlens models` for models of the right kind",
         )
+
+
+def member_plan(plan: Plan, index: int) -> Plan:
+    """The plan of member ``index`` of an ensemble run's plan: fold ``index`` of
+    ``train.folds`` (folds drawn with ``train.seed``), or seed ``train.seed + index``."""
+    from medlens.config import FoldConfig
+
+    data = plan.data.model_copy()
+    train = plan.train.model_copy(update={"folds": None, "seeds": None, "estimated_seconds": None})
+    if plan.train.folds:
+        data = data.model_copy(
+            update={"fold": FoldConfig(k=plan.train.folds, index=index, seed=plan.train.seed)}
+        )
+    elif plan.train.seeds:
+        train = train.model_copy(update={"seed": plan.train.seed + index})
+    else:
+        raise ConfigError("the plan sets neither train.folds nor train.seeds: not an ensemble")
+    return plan.model_copy(update={"data": data, "train": train})
+
+
+def member_count(plan: Plan) -> int:
+    """How many members an ensemble run's plan has (0 for a single run)."""
+    return plan.train.folds or plan.train.seeds or 0
+
+
+def plan_differences(a: Plan, b: Plan) -> list[str]:
+    """``"train.lr: 0.001 vs 0.01"`` for every field in which two plans differ (fields an
+    ensemble's members may differ in, the time estimate and the notes, left out)."""
+    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+    out = []
+    for section in sorted(set(da) | set(db)):
+        skip = _MEMBER_FREE.get(section, set())
+        if skip is None:
+            continue
+        va, vb = da.get(section), db.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            for key in sorted(set(va) | set(vb)):
+                if key not in skip and va.get(key) != vb.get(key):
+                    out.append(f"{section}.{key}: {va.get(key)} vs {vb.get(key)}")
+        elif va != vb:
+            out.append(f"{section}: {va} vs {vb}")
+    return out
 
 
 # --------------------------------------------------------------------------- files and logs

@@ -17,6 +17,7 @@ from medlens.analyse.gradcam import grad_cam
 from medlens.analyse.layers import choose_target_layer
 from medlens.analyse.rollout import attention_modules, attention_rollout
 from medlens.errors import ConfigError, DataError
+from medlens.models.ensemble import EnsembleModel
 
 METHODS = ("gradcam", "gradcam++", "rollout")
 
@@ -64,6 +65,8 @@ def saliency_maps(
     left in eval mode without hooks.
     """
     check_method(method)
+    if isinstance(model, EnsembleModel):
+        return ensemble_maps(model, x, targets, method, target_layer)
     if x.ndim not in (4, 5):
         raise DataError(
             f"expected a batch (N, C, H, W) or (N, C, D, H, W), got shape {tuple(x.shape)}"
@@ -88,3 +91,26 @@ def saliency_maps(
         out.append(maps.float().cpu())
     model.eval()
     return torch.cat(out)
+
+
+def ensemble_maps(
+    model: EnsembleModel,
+    x: torch.Tensor,
+    targets: torch.Tensor | None,
+    method: str,
+    target_layer: str | None,
+) -> torch.Tensor:
+    """An ensemble's saliency: the mean of its members' maps, each for the ensemble's class.
+
+    ``target_layer`` may name a member's layer as the ensemble names it (``members.2.stage3``,
+    what :func:`choose_target_layer` picks on the ensemble): every member uses its own layer of
+    that name (``stage3``), as members share one architecture.
+    """
+    if targets is None:
+        with torch.no_grad():
+            targets = model.eval()(x).argmax(1)
+    layer = target_layer
+    if layer is not None and layer.startswith("members."):
+        layer = layer.split(".", 2)[2] if layer.count(".") >= 2 else None
+    maps = [saliency_maps(m, x, targets, method, layer) for m in model.members]
+    return torch.stack(maps).mean(0)

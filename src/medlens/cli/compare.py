@@ -38,6 +38,7 @@ def compare(
     seeds: Annotated[
         int, typer.Option("--seeds", help="Runs per model, with train.seed, +1, +2, ...")
     ] = 3,
+    folds: options.Folds = None,
     epochs: options.Epochs = None,
     device: options.Device = None,
     set_: options.SetOpt = None,
@@ -56,6 +57,8 @@ def compare(
     """Train several models on the same data, splits, preprocessing and budget over a few
     seeds; write leaderboard.md/.csv/.png with test metrics (mean and spread), parameters,
     GFLOPs, training time and CPU latency, and paired AUC tests against the best model.
+    With --folds K every candidate is a K-fold cross-validation, ranked by its out-of-fold
+    AUC, and the paired tests use the out-of-fold predictions.
 
     Example: medlens compare breastmnist --models small_cnn,resnet18 --seeds 3 --epochs 20
     """
@@ -68,6 +71,7 @@ def compare(
             **source,
             models=models,
             seeds=seeds,
+            folds=folds,
             output=output,
             overrides=options.overrides(set_),
             reporter=RichReporter(console),
@@ -135,6 +139,7 @@ def tune(
             callback=validate.one_of(PRUNERS, "pruner"),
         ),
     ] = "median",
+    folds: options.Folds = None,
     device: options.Device = None,
     set_: options.SetOpt = None,
     output: TuneOut = None,
@@ -144,7 +149,8 @@ def tune(
     per-epoch val AUC), scored on val AUC only: lr, weight decay, batch size, dropout, loss,
     label smoothing or focal gamma, augmentation strength. A field given with --set is not
     searched. Writes best_plan.yaml for `medlens train --plan` (needs pip install
-    "medlens[tune]").
+    "medlens[tune]"). With --folds K each trial is a K-fold cross-validation scored by its
+    out-of-fold AUC (not pruned).
 
     Example: medlens tune breastmnist --trials 30 --epochs 10
     """
@@ -167,6 +173,7 @@ def tune(
             reporter=RichReporter(console),
             epochs=epochs,
             seed=seed,
+            folds=folds,
             device=device,
         )
     except KeyboardInterrupt:

@@ -246,6 +246,25 @@ Seed = Annotated[
         "--seed", help="Random seed (same seed, same result on the CPU).", show_default=False
     ),
 ]
+Folds = Annotated[
+    int | None,
+    typer.Option(
+        "--folds",
+        help="k-fold cross-validation: train+val pooled into K folds, one run per fold, and "
+        "the run directory the ensemble of them (train.folds).",
+        show_default=False,
+        callback=validate.members("--folds"),
+    ),
+]
+Seeds = Annotated[
+    int | None,
+    typer.Option(
+        "--seeds",
+        help="An ensemble of N runs with seeds seed..seed+N-1 on one split (train.seeds).",
+        show_default=False,
+        callback=validate.members("--seeds"),
+    ),
+]
 Device = Annotated[
     str | None,
     typer.Option(

@@ -366,3 +366,23 @@ def print_recalibration(result: dict[str, Any]) -> None:
                       fmt(new["conformal"]["coverage"]))  # fmt: skip
     console.print(table)
     console.print(f"calibration {result['version']} is now in use (previous kept in calibrations/)")
+
+
+def print_ensemble(metrics: dict[str, Any]) -> None:
+    """A cross-validation's folds (held-out fold and test ACC/AUC) and their spread."""
+    cv = metrics.get("cross_validation")
+    if cv is None:
+        return
+    table = Table("fold", "n val", "val ACC", "val AUC", "test ACC", "test AUC", title="folds")
+    for f in cv["folds"]:
+        table.add_row(str(f["fold"]), str(f["n_val"]), fmt(f["val_acc"]), fmt(f["val_auc"]),
+                      fmt(f["test_acc"]), fmt(f["test_auc"]))  # fmt: skip
+    sp = cv["spread"]
+    table.add_row("mean ± sd", "", *(f"{fmt(sp[k]['mean'])} ± {fmt(sp[k]['sd'])}" for k in sp))
+    console.print(table)
+    console.print(
+        f"out-of-fold (all {sum(f['n_val'] for f in cv['folds'])} train+val images): "
+        f"ACC {fmt(metrics['val']['acc'])}, AUC {fmt(metrics['val']['auc'])}; "
+        f"ensemble of {cv['k']} on test: ACC {fmt(metrics['test']['acc'])}, "
+        f"AUC {fmt(metrics['test']['auc'])}"
+    )

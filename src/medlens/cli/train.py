@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from medlens.cli import options, validate
-from medlens.cli.tables import console, err_console, print_metrics, read_trust
+from medlens.cli.tables import console, err_console, print_ensemble, print_metrics, read_trust
 
 PlanOut = options.output_option("Write the plan here (YAML) instead of printing it.")
 RunOut = options.output_option("Run directory (default runs/<dataset>-<model>-<time>).")
@@ -77,6 +77,8 @@ def train(
     device: options.Device = None,
     budget: options.Budget = None,
     init: Init = None,
+    folds: options.Folds = None,
+    seeds: options.Seeds = None,
     output: RunOut = None,
     plan_file: options.PlanFile = None,
     resume: options.Resume = False,
@@ -109,19 +111,29 @@ def train(
             device=device,
             budget=budget,
             init=init,
+            folds=folds,
+            seeds=seeds,
         )
     except KeyboardInterrupt:
+        again = (
+            "run the same command again (finished members are kept)"
+            if folds or seeds
+            else "medlens train --resume --output <run directory>"
+        )
         err_console.print(
             "[yellow]interrupted[/yellow]: the last finished epoch is saved; "
-            "continue with: medlens train --resume --output <run directory>"
+            f"continue with: {again}"
         )
         raise typer.Exit(130) from None
     if not result.metrics:  # a torchrun rank other than 0: rank 0 reports
         return
     fr = result.fit
-    console.print(
-        f"best epoch {fr.best_epoch} (val AUC {fr.best_val_auc:.4f}) of "
-        f"{fr.epochs_run}" + (", stopped early" if fr.stopped_early else "")
-    )
+    if result.plan.train.folds or result.plan.train.seeds:
+        print_ensemble(result.metrics)
+    elif fr is not None:
+        console.print(
+            f"best epoch {fr.best_epoch} (val AUC {fr.best_val_auc:.4f}) of "
+            f"{fr.epochs_run}" + (", stopped early" if fr.stopped_early else "")
+        )
     print_metrics(result.metrics, read_trust(result.run_dir))
     console.print(f"run directory: {result.run_dir}")

@@ -215,3 +215,18 @@ def parse_label_map(text: str | None) -> dict[str, str]:
             )
         out[key.strip()] = value.strip()
     return out
+
+
+def members(flag: str) -> Callable[[int | None], int | None]:
+    """``--folds`` / ``--seeds``: an ensemble of at least 2 members."""
+
+    def check(n: int | None) -> int | None:
+        if n is not None and n < 2:
+            what = "cross-validation needs" if flag == "--folds" else "an ensemble needs"
+            raise ConfigError(
+                f"{flag} {n}: {what} at least 2",
+                hint=f"e.g. {flag} 5" if flag == "--folds" else f"e.g. {flag} 3",
+            )
+        return n
+
+    return check

@@ -14,6 +14,7 @@ from medlens.config import Plan, positive_index
 from medlens.errors import ConfigError, ModelError
 from medlens.progress import Reporter, SilentReporter
 from medlens.run import check_plan_fits, write_json
+from medlens.stages.ensemble import check_ensemble_plan
 from medlens.stages.planning import FLAG_FIELDS, flag_overrides, plan_dataset
 
 
@@ -98,16 +99,23 @@ def _paired_tests(
     ds,
     n_boot: int,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The best model (by mean test AUC) against each other one, on seed-averaged test
-    probabilities; also each model's AUC of those averaged probabilities."""
+    """The best model (by mean test AUC, or cross-validated AUC with --folds) against each
+    other one, on seed-averaged test probabilities (with --folds: out-of-fold probabilities of
+    train+val, so that choosing a model never looks at the test split); also each model's AUC
+    of those averaged probabilities."""
     from medlens.compare.paired import paired_auc_test
+    from medlens.data.folds import pooled
     from medlens.evaluate.metrics import medmnist_auc
 
     task = plan.data.task
-    test = ds.splits["test"]
+    oof = results[0].oof_probs is not None
+    test = pooled(ds) if oof else ds.splits["test"]
     y = np.asarray(test.labels)
     probs = {
-        r["model"]: np.mean([m.test_probs for m in results if m.model == r["model"]], axis=0)
+        r["model"]: np.mean(
+            [m.oof_probs if oof else m.test_probs for m in results if m.model == r["model"]],
+            axis=0,
+        )
         for r in rows
     }
     seed_avg = {m: float(medmnist_auc(y, p, task)) for m, p in probs.items()}
@@ -124,7 +132,8 @@ def _paired_tests(
             n_boot=n_boot,
             ci=plan.evaluate.ci,
         )
-        paired.append({"model": row["model"], "best": best, **test_result})
+        split = "out-of-fold" if oof else "test"
+        paired.append({"model": row["model"], "best": best, "split": split, **test_result})
     return paired, seed_avg
 
 
@@ -133,6 +142,7 @@ def run_comparison(
     *,
     models: str | list[str],
     seeds: int = 3,
+    folds: int | None = None,
     output: str | Path | None = None,
     data_dir: str | None = None,
     size: int | None = None,
@@ -166,6 +176,10 @@ def run_comparison(
 
     reporter = reporter or SilentReporter()
     names = parse_models(models)
+    if folds is not None:  # every candidate a k-fold cross-validation: a cross-validated score
+        if folds < 2:
+            raise ConfigError(f"--folds {folds}: cross-validation needs at least 2")
+        overrides = {**(overrides or {}), "train.folds": folds}
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}", hint="e.g. --seeds 3")
     for name in names:
@@ -190,6 +204,8 @@ def run_comparison(
             )
     seed_list = [recipe.train.seed + i for i in range(seeds)]
     team = members(recipe, names, seed_list, folder / "runs")
+    if folds is not None:
+        check_ensemble_plan(recipe, ds)  # enough patients per class for the folds
     for member in team:
         check_plan_fits(member.plan, ds)
         check_same_plan(member)
@@ -220,6 +236,7 @@ def run_comparison(
         "task": recipe.data.task,
         "models": names,
         "seeds": seed_list,
+        "folds": folds,
         "epochs": recipe.train.epochs,
         "device": recipe.train.device,
         "positive_class": positive,
@@ -250,7 +267,9 @@ def compare(source: str, *, overrides: dict[str, Any] | None = None, **options: 
     >>> r = compare("breastmnist", models="small_cnn,resnet18", seeds=3)  # doctest: +SKIP
     >>> r.rows[0]["model"], r.rows[0]["auc_mean"], r.paired[0]["p_value"]  # doctest: +SKIP
     """
-    flags = {k: options.pop(k) for k in list(options) if k in FLAG_FIELDS}
+    # seeds and folds are compare's own: runs per model, and folds per run
+    own = {"seeds", "folds"}
+    flags = {k: options.pop(k) for k in list(options) if k in FLAG_FIELDS and k not in own}
     overrides = {**(overrides or {}), **flag_overrides(**flags)}
     if "model.name" in overrides:
         raise ConfigError("compare sets model.name itself", hint="name the models with --models")

@@ -55,6 +55,9 @@ def leaderboard_rows(
         for metric in METRICS:
             s = spread([r.test[metric_key(metric, task)] for r in mine])
             row.update({f"{metric}_{k}": v for k, v in s.items()})
+        if mine[0].cv_auc is not None:  # --folds: the cross-validated score ranks
+            cv = spread([r.cv_auc for r in mine])
+            row.update({f"cv_auc_{k}": v for k, v in cv.items()})
         t = spread([r.train_seconds for r in mine])
         row.update(train_s_mean=t["mean"], train_s_std=t["std"], epochs=mine[0].epochs)
         c = cost.get(model, {})
@@ -65,7 +68,8 @@ def leaderboard_rows(
             images_per_s=c.get("images_per_s"),
         )
         rows.append(row)
-    return sorted(rows, key=lambda r: -r["auc_mean"] if math.isfinite(r["auc_mean"]) else math.inf)
+    key = "cv_auc_mean" if "cv_auc_mean" in rows[0] else "auc_mean"
+    return sorted(rows, key=lambda r: -r[key] if math.isfinite(r[key]) else math.inf)
 
 
 def add_paired(
@@ -89,9 +93,14 @@ CSV_FIELDS = (
 )
 
 
+CV_FIELDS = ("cv_auc_mean", "cv_auc_std", "cv_auc_min", "cv_auc_max")
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        cross_validated = [k for k in CV_FIELDS if rows and k in rows[0]]  # --folds
+        fields = [*CSV_FIELDS, *cross_validated]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -154,6 +163,33 @@ def markdown(info: dict[str, Any], rows: Sequence[dict[str, Any]], paired: Seque
             + f" | {params} | {_num(r['gflops'], 3)} | {_num(r['train_s_mean'], 1)}"
             f" | {_num(r['latency_ms'], 2)} | {_num(r['images_per_s'], 0)} |"
         )
+    if info.get("folds"):
+        lines += [
+            "",
+            f"Each run is a {info['folds']}-fold cross-validation ensemble (test metrics above: "
+            "the ensemble's); ranked by cross-validated AUC (out-of-fold, train+val): "
+            + ", ".join(f"{r['model']} {_num(r.get('cv_auc_mean'), 3)}" for r in rows)
+            + ".",
+        ]
+    if paired and paired[0].get("split") == "out-of-fold":
+        best = paired[0]["best"]
+        lines += [
+            "",
+            f"## Paired tests against the best model ({best}, by cross-validated AUC)",
+            "",
+            "Same train+val cases; each model's out-of-fold probabilities averaged over its "
+            f"seeds; {method_text(paired[0]['method'])}. The test split played no part in the "
+            "choice.",
+            "",
+            f"| model | out-of-fold AUC | out-of-fold AUC {best} | difference | p-value |",
+            "|---|---|---|---|---|",
+        ]
+        for p in paired:
+            lines.append(
+                f"| {p['model']} | {p['auc_b']:.4f} | {p['auc_a']:.4f} | {paired_text(p)} "
+                f"| {p_text(p['p_value'])} |"
+            )
+        return "\n".join(lines) + "\n"
     if paired:
         best = paired[0]["best"]
         ci = paired[0]["ci"]

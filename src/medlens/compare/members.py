@@ -20,7 +20,9 @@ from medlens.data.dataset import ArrayDataset
 from medlens.data.fingerprint import Fingerprint
 from medlens.errors import CheckpointError, ConfigError
 from medlens.progress import Reporter
-from medlens.run import Run
+from medlens.run import Run, member_count
+from medlens.stages.ensemble import train_members
+from medlens.stages.evaluate import evaluate_run
 from medlens.stages.train import start_run, train_run
 
 # plan fields that may differ between runs of one comparison, or between two invocations
@@ -88,7 +90,9 @@ def check_same_plan(member: Member) -> None:
     if not member.run.plan_file.is_file():
         return
     found = load_plan(member.run.plan_file)
-    wrong = plan_differences(found, member.plan, ignore={"data.data_dir"})
+    wrong = plan_differences(
+        found, member.plan, ignore={"data.data_dir", "train.estimated_seconds"}
+    )
     if wrong:
         raise ConfigError(
             f"{member.run.root} was trained with another plan ({'; '.join(wrong[:4])})",
@@ -104,6 +108,13 @@ def train_member(member: Member, fp: Fingerprint, ds: ArrayDataset, reporter: Re
         return "done"
     resume = member.run.last.is_file()
     fingerprint = fp.model_dump(mode="json")
+    if member_count(member.plan):  # --folds: the member is a cross-validation ensemble
+        resume = member.run.ensemble_file.is_file()
+        run = start_run(member.run.root, member.plan, fingerprint)
+        run.use_data(ds)
+        train_members(run, ds, reporter=reporter)
+        evaluate_run(run, ds=ds)
+        return "resumed" if resume else "trained"
     run = member.run if resume else start_run(member.run.root, member.plan, fingerprint)
     run.use_data(ds)
     train_run(run, ds, resume=resume, reporter=reporter)
@@ -121,10 +132,15 @@ class MemberResult:
     train_seconds: float
     epochs: int
     test_probs: np.ndarray
+    cv_auc: float | None = None  # --folds: the out-of-fold AUC over train+val
+    oof_probs: np.ndarray | None = None  # --folds: out-of-fold probabilities, pooled order
 
 
 def train_seconds(run: Run) -> tuple[float, int]:
     """Seconds spent in training steps over all epochs (curves.csv), and the epochs run."""
+    if run.is_ensemble():  # every member's training time, each member's epochs
+        parts = [train_seconds(m) for m in run.members()]
+        return float(sum(s for s, _ in parts)), max(e for _, e in parts)
     rows = run.curves()
     return float(sum(float(r["seconds"]) for r in rows)), len(rows)
 
@@ -161,6 +177,7 @@ def read_member(member: Member, ds: ArrayDataset) -> MemberResult:
     run = member.run
     metrics = run.metrics()
     seconds, epochs = train_seconds(run)
+    cross_validated = run.is_cross_validation()
     return MemberResult(
         model=member.model,
         seed=member.seed,
@@ -169,4 +186,6 @@ def read_member(member: Member, ds: ArrayDataset) -> MemberResult:
         train_seconds=seconds,
         epochs=epochs,
         test_probs=test_probabilities(run, member.plan, ds),
+        cv_auc=metrics["val"]["auc"] if cross_validated else None,
+        oof_probs=run.split_predictions("oof")[1] if cross_validated else None,
     )

@@ -56,6 +56,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FoldConfig(_Section):
+    """Which cross-validation fold a run is: train and val pooled, split into ``k`` folds
+    (stratified, whole patients, identical images together, seed ``seed``); this run validates
+    on fold ``index`` and trains on the others. The test split is untouched."""
+
+    k: int = Field(ge=2, description="number of folds")
+    index: int = Field(ge=0, description="the fold this run validates on (0..k-1)")
+    seed: int = Field(0, description="seed of the fold assignment")
+
+    @model_validator(mode="after")
+    def _index_below_k(self) -> FoldConfig:
+        if self.index >= self.k:
+            raise ValueError(f"fold index {self.index} is not below k = {self.k}")
+        return self
+
+
 class DataConfig(_Section):
     """Which data, at which size, and how it is normalised."""
 
@@ -97,6 +113,9 @@ class DataConfig(_Section):
     cache_dir: str | None = Field(None, description="where decoded images are cached")
     preprocess: PreprocessConfig | None = Field(
         None, description="folders and manifests: how files become uint8 arrays"
+    )
+    fold: FoldConfig | None = Field(
+        None, description="a cross-validation fold run: which fold of train+val is its val"
     )
 
     @field_validator("modality")
@@ -267,11 +286,34 @@ class TrainConfig(_Section):
         description="the planner's estimate of training + evaluation time, measured on the "
         "machine that made the plan (the log compares it with the real time)",
     )
+    folds: int | None = Field(
+        None,
+        ge=2,
+        description="k-fold cross-validation (--folds 5): train and val pooled into k folds, one "
+        "run per fold under folds/fold-<i>/, and this run the ensemble of them",
+    )
+    seeds: int | None = Field(
+        None,
+        ge=2,
+        description="an ensemble of this many seeds on one split (--seeds 3), one run per seed "
+        "under seeds/seed-<s>/",
+    )
+    sampler: Literal["none", "balanced", "sqrt"] = Field(
+        "none",
+        description="class-balanced sampling: balanced draws every class equally often, sqrt "
+        "in proportion to the square root of its count (single-label tasks)",
+    )
 
     @field_validator("budget", mode="before")
     @classmethod
     def _budget(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_ensemble(self) -> TrainConfig:
+        if self.folds and self.seeds:
+            raise ValueError("folds and seeds exclude each other: set one")
+        return self
 
 
 class EvaluateConfig(_Section):
@@ -352,6 +394,8 @@ class Plan(_Section):
             raise ValueError("data.mean and data.std need one value per input channel")
         if len(self.data.label_names) != self.data.n_classes:
             raise ValueError("data.label_names needs one name per class")
+        if self.data.task == "multi-label" and self.train.sampler != "none":
+            raise ValueError("train.sampler balances classes of single-label tasks only")
         return self
 
 

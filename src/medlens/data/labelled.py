@@ -332,6 +332,7 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
     m = m.subset(np.isin(np.arange(len(m)), cached.keep))
     # cache rows, hashed patient ids and image hashes, in the order of the kept items
     rows, patients, hashes = np.arange(len(m)), cached.patients, cached.hashes
+    user_val = bool(opts.split_column) and m.splits is not None and "val" in set(m.splits)
     m.splits, split_note = settle_splits(m, patients, hashes, opts)
     dropped = None
     if opts.drop_duplicates:
@@ -366,6 +367,7 @@ def load_labelled(source: str | Path, opts: SourceOptions, on_progress=None) -> 
             "max": shapes.max(0).tolist(),
         },
         "notes": notes,
+        "val_from_user": user_val,  # --folds may not pool a val split the user fixed
     }
     if dropped:
         metadata["duplicates_dropped"] = dropped

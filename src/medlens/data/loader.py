@@ -189,6 +189,7 @@ class DeviceArrays:
         drop_last: bool = False,
         augment: AugmentConfig | None = None,
         shard: tuple[int, int] | None = None,
+        weights: np.ndarray | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (normalised float images, labels) batches on the device.
 
@@ -196,11 +197,18 @@ class DeviceArrays:
         gives the same batches in both modes. ``shard=(rank, world)``: this rank's share of
         the permutation (every ``world``-th case from ``rank``; the same permutation on every
         rank, cut to a multiple of ``world`` so that all ranks take the same number of steps).
-        Streamed, one pass at a time: a new pass ends the one before.
+        Streamed, one pass at a time: a new pass ends the one before. ``weights``: (N,) draw
+        probabilities (see :mod:`medlens.data.sampling`) instead of a permutation.
         """
-        order = (
-            torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        )
+        if weights is not None:  # class-balanced: as many draws as images, with replacement
+            p = torch.as_tensor(weights, dtype=torch.float64)
+            order = torch.multinomial(p, len(self), replacement=True, generator=generator)
+        else:
+            order = (
+                torch.randperm(len(self), generator=generator)
+                if shuffle
+                else torch.arange(len(self))
+            )
         rank, world = shard or (0, 1)
         if world > 1:
             order = order[: len(order) - len(order) % world][rank::world]

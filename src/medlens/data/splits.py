@@ -189,6 +189,46 @@ def carve_split(
     return assigned[inverse] == 1
 
 
+def assign_folds(
+    labels: np.ndarray, groups: np.ndarray | None = None, *, k: int, seed: int = 0
+) -> np.ndarray:
+    """The cross-validation fold (0..k-1) of every image: the stratification of
+    :func:`assign_splits` with ``k`` equal parts, every group (a patient, a set of identical
+    images) in one fold. Every fold gets each class that has at least ``k`` groups.
+
+    >>> folds = assign_folds(np.repeat([0, 1], [60, 40]), k=5, seed=0)
+    >>> np.bincount(folds).tolist(), np.bincount(folds[:60]).tolist()
+    ([20, 20, 20, 20, 20], [12, 12, 12, 12, 12])
+    """
+    if k < 2:
+        raise ConfigError(f"{k} fold(s): cross-validation needs at least 2", hint="e.g. --folds 5")
+    y = _label_matrix(labels)
+    inverse = _group_ids(groups, len(y))
+    n_groups = int(inverse.max()) + 1 if len(y) else 0
+    if n_groups < k:
+        raise DataError(
+            f"only {n_groups} group(s) of images for {k} folds",
+            hint=f"use --folds {max(2, n_groups)} or fewer",
+        )
+    # no split plays "train" here: _stratify's move of a lone label into split 0 never fires
+    # for labels with at least k groups, which fold_counts checks before
+    _, assigned = _stratify(y, inverse, np.full(k, 1.0 / k), np.random.default_rng(seed))
+    return assigned[inverse]
+
+
+def groups_per_label(labels: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """(K,) how many groups (patients) hold each class or label.
+
+    >>> groups_per_label(np.array([0, 0, 1, 1]), np.array(["a", "a", "b", "c"])).tolist()
+    [1, 2]
+    """
+    y = _label_matrix(labels)
+    inverse = _group_ids(groups, len(y))
+    counts = np.zeros((int(inverse.max(initial=-1)) + 1, y.shape[1]), dtype=np.int64)
+    np.add.at(counts, inverse, y)
+    return (counts > 0).sum(0)
+
+
 def _stratify(
     y: np.ndarray, inverse: np.ndarray, frac: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

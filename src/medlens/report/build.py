@@ -242,6 +242,9 @@ def _page_values(ctx: dict[str, Any]) -> dict[str, Any]:
         "fig": fig,
         "external": external_values(ctx["run"]),
     }
+    values["cross_validation"] = _cross_validation_values(ctx["run"], metrics, task, names)
+    if values["cross_validation"]:
+        values["nav"] = [*_NAV[:1], ("crossval", "Cross-validation"), *_NAV[1:]]
     rob = ctx["robustness"]
     if rob:
         fig["robustness"] = figures.robustness_figure(rob["rows"])
@@ -261,6 +264,32 @@ def _page_values(ctx: dict[str, Any]) -> dict[str, Any]:
             ],
         }
     return values
+
+
+def _cross_validation_values(
+    run: Run, metrics: dict[str, Any], task: str, names: list[str]
+) -> dict[str, Any] | None:
+    """A cross-validation's folds, their spread, the out-of-fold estimate and its ROC."""
+    cv = metrics.get("cross_validation")
+    if cv is None:
+        return None
+    y, probs = run.split_predictions("oof")
+    keys = ("val_acc", "val_auc", "test_acc", "test_auc")
+    ci = cv["oof_ci"].get("auc", {})
+    return {
+        "k": cv["k"],
+        "folds": [
+            {"fold": f["fold"], "n_val": f["n_val"], **{k: _fmt(f[k]) for k in keys}}
+            for f in cv["folds"]
+        ],
+        "spread": [
+            f"{_fmt(cv['spread'][k]['mean'])} ± {_fmt(cv['spread'][k]['sd'])}" for k in keys
+        ],
+        "oof": f"{_fmt(metrics['val']['auc'])} ({round(100 * cv['ci_level'])}% CI "
+        f"{_ci_text(ci)}) on {len(y)} out-of-fold predictions",
+        "ensemble": f"ACC {_fmt(metrics['test']['acc'])}, AUC {_fmt(metrics['test']['auc'])}",
+        "roc": figures.roc_figure(y, probs, task, names),
+    }
 
 
 def _selective_curves(trust: dict[str, Any], unc: dict[str, Any] | None) -> dict[str, dict]:

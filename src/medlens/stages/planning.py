@@ -43,6 +43,8 @@ FLAG_FIELDS = {
     "device": "train.device",
     "init": "model.init",
     "budget": "train.budget",
+    "folds": "train.folds",
+    "seeds": "train.seeds",
 }
 
 
@@ -204,6 +206,10 @@ def estimate_plan(recipe: Plan, ds: ArrayDataset, device) -> Estimate:
 def with_estimate(recipe: Plan, estimate: Estimate, device_kind: str) -> Plan:
     """The plan with its estimate in ``train.estimated_seconds`` and ``plan.notes``."""
     notes = [f"estimate on this machine ({device_kind}): {estimate.text()}"]
+    members = recipe.train.folds or recipe.train.seeds or 1
+    if members > 1:  # an ensemble trains each member on about the same number of images
+        estimate = dataclasses.replace(estimate, seconds=estimate.seconds * members)
+        notes.append(f"{members} ensemble members: {format_seconds(estimate.seconds)} in all")
     budget = recipe.train.budget
     if budget is None and device_kind == "cpu" and estimate.seconds > LONG_CPU_RUN_S:
         notes.append(

@@ -17,7 +17,15 @@ from medlens.data.dataset import ArrayDataset
 from medlens.data.fingerprint import fingerprint
 from medlens.errors import ConfigError
 from medlens.progress import Reporter, SilentReporter, format_seconds
-from medlens.run import Run, check_plan_fits, default_run_name, environment, load_plan_data
+from medlens.run import (
+    Run,
+    check_plan_fits,
+    default_run_name,
+    environment,
+    load_plan_data,
+    member_count,
+)
+from medlens.stages.ensemble import check_ensemble_plan, open_ensemble, train_members
 from medlens.stages.evaluate import evaluate_run
 from medlens.stages.planning import (
     describe,
@@ -32,9 +40,12 @@ from medlens.train.teacher import batch_loss_for
 
 @dataclass
 class TrainResult:
+    """``fit``: the run's fit; for an ensemble run, that of the last member trained (None when
+    every member had finished before)."""
+
     run_dir: Path
     plan: Plan
-    fit: FitResult
+    fit: FitResult | None
     metrics: dict[str, Any]
 
 
@@ -66,11 +77,15 @@ def train_run(
 
 
 def start_run(path: Path, recipe: Plan, fp: dict[str, Any], world_size: int = 1) -> Run:
-    """A new run directory with plan.yaml, fingerprint.json and env.json."""
+    """A new run directory with plan.yaml, fingerprint.json and env.json; for an ensemble plan
+    (train.folds, train.seeds) also ensemble.json, or the unfinished ensemble already there."""
     from medlens.device import resolve_device
 
     env = environment(recipe.train.seed, str(resolve_device(recipe.train.device)))
-    return Run.create(path, recipe, fp, {**env, "world_size": world_size})
+    env = {**env, "world_size": world_size}
+    if member_count(recipe):
+        return open_ensemble(path, recipe, fp, env)
+    return Run.create(path, recipe, fp, env)
 
 
 def train(
@@ -104,7 +119,8 @@ def train(
         if output is None:
             raise ConfigError("--resume needs --output naming the run to continue")
         run = Run.open(output, trained=False)
-        run.check_resumable()
+        if not run.is_ensemble():  # an ensemble continues the members that are left
+            run.check_resumable()
         if overrides or plan_file:
             raise ConfigError(
                 "a resumed run keeps its own plan.yaml; options that change it "
@@ -142,6 +158,13 @@ def train(
                 reporter=reporter,
             )
         check_plan_fits(recipe, ds)
+        if member_count(recipe):
+            if ranks.active:
+                raise ConfigError(
+                    "ensemble runs (--folds, --seeds) are not trained under torchrun",
+                    hint="run them in one process, or torchrun each member's plan",
+                )
+            check_ensemble_plan(recipe, ds)
         if ranks.active and output is None:
             raise ConfigError(
                 "under torchrun every process must write to the same run directory",
@@ -159,9 +182,13 @@ def train(
             reporter.message(line)
     reporter.message(f"run directory: {run.root}")
     start = time.perf_counter()
-    result, _ = train_run(
-        run, ds, resume=resume, reporter=reporter, callbacks=callbacks, evaluate=False
-    )
+    if member_count(run.plan):
+        fits = train_members(run, ds, reporter=reporter, callbacks=callbacks)
+        result = fits[-1] if fits else None
+    else:
+        result, _ = train_run(
+            run, ds, resume=resume, reporter=reporter, callbacks=callbacks, evaluate=False
+        )
     distributed.barrier(ranks)
     metrics = evaluate_run(run, ds=ds) if ranks.main else {}
     if ranks.main and not resume:

@@ -23,6 +23,7 @@ import torch
 from medlens.config import Plan
 from medlens.data.dataset import ArrayDataset
 from medlens.data.loader import device_arrays
+from medlens.data.sampling import sampling_weights
 from medlens.device import autocast, resolve_device
 from medlens.errors import ConfigError, TrainingError
 from medlens.evaluate.metrics import nll, validation_scores
@@ -187,6 +188,7 @@ def fit(
     forward = training_forward(net, cfg.compile)  # train.compile: compiled, checked once
     train_split, val_split = ds.splits["train"], ds.splits["val"]
     train = device_arrays(plan, train_split.images, train_split.labels, device)
+    draw_weights = sampling_weights(train_split.labels, cfg.sampler)  # train.sampler
     val_rows = distributed.shard_indices(len(val_split.labels), r)
     # one process takes every val image: pass the split as it is (a memmap stays one)
     val_images = val_split.images[val_rows] if r.active else val_split.images
@@ -247,6 +249,7 @@ def fit(
                 drop_last=drop_last,
                 augment=plan.augment,
                 shard=(r.rank, r.world),
+                weights=draw_weights,
             ):
                 with autocast(device, cfg.amp):
                     loss = step_loss(forward(x), y, x)

@@ -3,6 +3,10 @@
 The trial's score is the best validation AUC over its epochs (the score that picks the run's
 best checkpoint); the test split is never looked at. After every epoch the val AUC is reported
 to the pruner; a pruned trial stops there and its run is marked ``pruned.json``.
+
+With ``train.folds`` in the base plan (``tune --folds K``) a trial is a K-fold
+cross-validation and its score the out-of-fold AUC over train+val; such trials are not pruned
+(each fold restarts the epochs the pruner counts).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from medlens.data.fingerprint import Fingerprint
 from medlens.errors import TrainingError
 from medlens.progress import Reporter
 from medlens.run import Run, close_log, file_logger, write_json
+from medlens.stages.ensemble import check_ensemble_plan, train_members
+from medlens.stages.evaluate import evaluate_run
 from medlens.stages.train import start_run, train_run
 from medlens.train.loop import EpochCallback
 from medlens.tune import require_optuna
@@ -90,6 +96,8 @@ class Objective:
             f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()
         )
         self.reporter.message(f"trial {trial.number}: {shown}")
+        if plan.train.folds:
+            return self.cross_validated(run, trial)
         try:
             result, _ = train_run(
                 run,
@@ -109,3 +117,17 @@ class Objective:
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("epochs_run", result.epochs_run)
         return result.best_val_auc
+
+    def cross_validated(self, run: Run, trial: Any) -> float:
+        """Train a trial's folds; its score is the out-of-fold AUC (ACC when undefined)."""
+        check_ensemble_plan(run.plan, self.ds)
+        try:
+            train_members(run, self.ds, reporter=self.reporter)
+            oof = evaluate_run(run, ds=self.ds)["val"]
+        except TrainingError:
+            self.reporter.stop()
+            raise
+        finally:
+            close_log(run)
+        trial.set_user_attr("cv_auc", oof["auc"])
+        return epoch_score({"val_auc": oof["auc"], "val_acc": oof["acc"]})
