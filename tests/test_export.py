@@ -136,10 +136,20 @@ def test_predict_through_onnx_matches_pytorch(exported, breast_test, tmp_path, c
             assert a[key] == pytest.approx(b[key], abs=1e-4)
     code, _, err = run_cli(capsys, "predict", run, folder, "--no-onnx")
     assert code == 0, err
-    # the default uses the export: PyTorch weights are not even loaded
-    monkeypatch.setattr(Run, "load_model", lambda *a, **k: pytest.fail("PyTorch model loaded"))
+    # the default uses the export for the logits: PyTorch never computes them, and its
+    # weights are loaded once, only for the OOD guard's features (not at all without a guard)
+    loads, real = [], Run.load_model
+    monkeypatch.setattr(Run, "load_model", lambda self, *a: loads.append(1) or real(self, *a))
+    monkeypatch.setattr(
+        "medlens.inference.predict_logits", lambda *a, **k: pytest.fail("PyTorch logits")
+    )
     code, _, err = run_cli(capsys, "predict", run, folder, "-o", tmp_path / "pred.csv")
     assert code == 0, err
+    assert len(loads) == (1 if (Path(run) / "ood.json").is_file() else 0)
+    unguarded, before = _copy(run, tmp_path / "unguarded"), len(loads)
+    (unguarded / "ood.json").unlink(missing_ok=True)
+    code, _, err = run_cli(capsys, "predict", unguarded, folder, "--onnx")
+    assert code == 0 and len(loads) == before, err
     with (tmp_path / "pred.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [Path(r["path"]).name for r in rows] == [f"case{i}.png" for i in range(6)]

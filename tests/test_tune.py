@@ -224,7 +224,7 @@ def test_failed_trials_do_not_stop_the_search(capsys, monkeypatch, medmnist_dir,
         calls.append(run.root.name)
         raise TrainingError("the training loss became nan in epoch 1")
 
-    monkeypatch.setattr("medlens.train.loop.fit", diverging_fit)
+    monkeypatch.setattr("medlens.stages.train.fit", diverging_fit)  # as trials call it
     out = tmp_path / "tune"
     code = main(
         [
