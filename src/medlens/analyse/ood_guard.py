@@ -32,9 +32,10 @@ from medlens.evaluate.ood import (
     ood_scores,
     threshold_at,
 )
+from medlens.plan.budget import OOD_FIT_IMAGES
 from medlens.run import Run
 
-MAX_FIT_IMAGES = 5000  # training images whose features fit the statistics (a random subset)
+MAX_FIT_IMAGES = OOD_FIT_IMAGES  # training images whose features fit the statistics
 
 
 @dataclass

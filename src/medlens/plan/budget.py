@@ -12,7 +12,7 @@ where the training images per epoch are the whole batches the loop takes.
 ...                   trust_s=3.0, setup_s=2.0)
 >>> e = estimate_run(costs, epochs=10, n_train=1000, n_val=100, n_test=200, batch_size=100)
 >>> round(e.seconds, 1), round(e.epoch_s, 1)
-(112.6, 10.7)
+(114.8, 10.7)
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from medlens.progress import format_seconds
 SIDES = STANDARD_SIDES
 MIN_EPOCHS_SCRATCH, MIN_EPOCHS_FINETUNE = 6, 3
 LONG_CPU_RUN_S = 3600.0  # above this, a CPU plan without --budget says so
+# the OOD guard, fitted when a run is evaluated, reads the features of at most this many
+# training images (a random subset) and of val: one more inference pass, part of evaluation
+OOD_FIT_IMAGES = 5000
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ def estimate_run(
         + n_val * costs.eval_s_per_image
         + costs.save_s
     )
-    evaluate_s = (n_val + n_test) * costs.eval_s_per_image + costs.trust_s
+    guard_images = min(n_train, OOD_FIT_IMAGES) + n_val
+    evaluate_s = (n_val + n_test + guard_images) * costs.eval_s_per_image + costs.trust_s
     return Estimate(
         seconds=costs.setup_s + epochs * epoch_s + evaluate_s,
         epoch_s=epoch_s,
