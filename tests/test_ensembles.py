@@ -310,7 +310,8 @@ class _StopAt:
             raise KeyboardInterrupt
 
 
-def test_interrupted_cross_validation_resumes_to_the_same_metrics(cv_run, blobs, tmp_path):
+@pytest.mark.parametrize("how", ["same command", "--resume"])
+def test_interrupted_cross_validation_resumes_to_the_same_metrics(cv_run, blobs, tmp_path, how):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         ml.train(str(blobs), output=out, folds=K, callbacks=[_StopAt(out, 1, 0)], **TRAIN)
@@ -321,7 +322,10 @@ def test_interrupted_cross_validation_resumes_to_the_same_metrics(cv_run, blobs,
         out / "folds/fold-0/metrics.json",
     ]
     done = [f.stat().st_mtime_ns for f in finished]
-    ml.train(str(blobs), output=out, folds=K, **TRAIN)  # the same command again
+    if how == "--resume":  # `medlens train --resume --output RUN`: the run's own plan
+        ml.train(output=out, resume=True)
+    else:
+        ml.train(str(blobs), output=out, folds=K, **TRAIN)
     assert [
         f.stat().st_mtime_ns for f in finished
     ] == done  # fold 0 neither retrained nor re-evaluated

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 import medlens.api as ml
 from medlens.errors import ConfigError
 from medlens.models.build import build_model
-from medlens.plan.budget import MIN_EPOCHS_SCRATCH
+from medlens.plan.budget import MIN_EPOCHS_SCRATCH, StepCosts, estimate_run
 from medlens.plan.planner import FINETUNE_LR_FACTOR
 from medlens.progress import RichReporter
 from medlens.train import loop
@@ -152,6 +152,62 @@ def test_a_budget_lowers_the_resolution_and_the_estimate_fits_it(folder96, offli
     [note] = [n for n in plan.notes if n.startswith("budget ")]
     assert f"{plan.train.epochs} epochs" in note and "fit it on this machine" in note
     assert plan.train.estimated_seconds < free.train.estimated_seconds
+
+
+class _FakeProbe:
+    """Unit costs as a CPU has them: per-image work grows with the pixels plus a fixed part
+    that scaling by pixels misses (so small sides cost more than their pixels say)."""
+
+    PER_IMAGE = {"resnet18": 1e-2, "resnet10t": 6e-3, "small_cnn": 1e-3}
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def costs(self, model: str, side: int) -> StepCosts:
+        t = self.PER_IMAGE[model] * (side / 96) ** 2 + 2e-3
+        return StepCosts(
+            train_s_per_image=t, eval_s_per_image=t / 5, save_s=0.1, trust_s=0.5, setup_s=0.5
+        )
+
+    def __call__(self, plan, ds, device, *, shape=None, batch_loss=None, trust=True):
+        side = (shape or ds.splits["train"].images.shape[2:])[-1]
+        self.calls.append((plan.model.name, side))
+        return self.costs(plan.model.name, side)
+
+
+def _counts(plan, ds) -> dict[str, int]:
+    n = {split: len(ds.splits[split]) for split in ("train", "val", "test")}
+    return {f"n_{k}": v for k, v in n.items()} | {"batch_size": plan.train.batch_size}
+
+
+@pytest.mark.parametrize("named_model", [False, True])
+def test_a_budget_trains_the_model_it_measured(folder96, offline_hub, monkeypatch, named_model):
+    """Below 48 px the planner trains a small CNN on a CPU: a budget that ends at 32 px must
+    have measured that CNN (not ResNet-18) and give it the epochs that fit; a model the user
+    named is kept at every side."""
+    from medlens.train import probe
+
+    fake = _FakeProbe()
+    monkeypatch.setattr(probe, "measure_costs", fake)
+    free, _, ds = ml.plan(str(folder96), device="cpu", estimate=False)
+    counts = _counts(free, ds)
+    # ResNet-10-T at 48 px would need 6 epochs: a little more than the budget
+    budget = 0.95 * estimate_run(fake.costs("resnet10t", 48), epochs=6, **counts).seconds
+    overrides = {"train.budget": f"{budget:.3f}s"}
+    if named_model:
+        overrides["model.name"] = "resnet18"
+    plan, _, ds = ml.plan(str(folder96), device="cpu", overrides=overrides)
+    side = plan.data.preprocess.size[-1]
+    assert (plan.model.name, side) == fake.calls[-1]  # the estimate is of what trains
+    expected = estimate_run(fake.costs(plan.model.name, side), epochs=plan.train.epochs, **counts)
+    assert plan.train.estimated_seconds == pytest.approx(expected.seconds, abs=0.06)
+    assert plan.train.estimated_seconds <= budget
+    if named_model:
+        assert {model for model, _ in fake.calls} == {"resnet18"}
+    else:
+        assert (plan.model.name, side) == ("small_cnn", 32)
+        assert plan.train.epochs >= MIN_EPOCHS_SCRATCH
+        assert plan.train.estimated_seconds > 0.5 * budget  # the budget is used, not wasted
 
 
 def test_budgets_that_cannot_work_are_refused(folder96, offline_hub):

@@ -59,11 +59,16 @@ def choose_model(fp: Fingerprint, device: str) -> tuple[str, str]:
         if device == "cpu":
             return "small_cnn_3d", "3D data on a CPU: a small 3D CNN keeps an epoch in seconds"
         return "resnet18_3d", "3D data: MONAI's 3D ResNet-18 with a stride-1 stem for small volumes"
-    if size <= 32:
+    return model_for_side(size, device)
+
+
+def model_for_side(side: int, device: str) -> tuple[str, str]:
+    """(model name, reason) for 2D images of ``side`` pixels on ``device``."""
+    if side <= 32:
         if device == "cpu":
             return "small_cnn", "28 px on a CPU: a small CNN (ResNet-18 runs ~50 images/s here)"
         return "resnet18_medmnist", "28 px: ResNet-18 with the MedMNIST stride-1 stem"
-    return "resnet18", f"{size} px: timm's ResNet-18"
+    return "resnet18", f"{side} px: timm's ResNet-18"
 
 
 def _override(overrides: dict[str, Any] | None, key: str, default: Any) -> Any:

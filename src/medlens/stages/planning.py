@@ -163,17 +163,21 @@ def plan_dataset(
     check_budget(budget)
     notes: list[str] = []
     choice: dict[str, Any] = {}
+    costs: StepCosts | None = None
     if budget is not None:
         planner = recipe
-        choice, notes = budget_choice(recipe, fp, ds, torch_device)
+        choice, notes, costs = budget_choice(
+            recipe, fp, ds, torch_device, fixed_model="model.name" in overrides
+        )
         recipe, fp, ds = planned(choice)
     if estimate or budget is not None:
-        costs = measure_plan(recipe, ds, torch_device)
-        fit = epochs_within(budget, costs, **_counts(recipe, ds)) if budget else 0
-        if 1 <= fit < recipe.train.epochs:  # measured on the data at the chosen size
-            choice = {**choice, "train.epochs": fit}
-            recipe, fp, ds = planned(choice)
-            notes = [budget_note(planner, choice, float(budget)) + " (measured at this size)"]
+        if costs is None:  # not measured at the chosen recipe yet
+            costs = measure_plan(recipe, ds, torch_device)
+            fit = epochs_within(budget, costs, **_counts(recipe, ds)) if budget else 0
+            if 1 <= fit < recipe.train.epochs:  # measured on the data at the chosen size
+                choice = {**choice, "train.epochs": fit}
+                recipe, fp, ds = planned(choice)
+                notes = [budget_note(planner, choice, float(budget)) + " (measured at this size)"]
         recipe = recipe.model_copy(update={"notes": [*recipe.notes, *notes]})
         runtime = estimate_run(costs, epochs=recipe.train.epochs, **_counts(recipe, ds))
         recipe = with_estimate(recipe, runtime, torch_device.type)
@@ -230,57 +234,92 @@ def _scaled(costs: StepCosts, ratio: float) -> StepCosts:
 
 
 def budget_choice(
-    recipe: Plan, fp: Fingerprint, ds: ArrayDataset, device
-) -> tuple[dict[str, Any], list[str]]:
-    """Plan fields (resolution, model, epochs) that fit ``train.budget``, and why.
+    recipe: Plan, fp: Fingerprint, ds: ArrayDataset, device, *, fixed_model: bool = False
+) -> tuple[dict[str, Any], list[str], StepCosts | None]:
+    """Plan fields (resolution, model, epochs) that fit ``train.budget``, why, and the costs
+    measured at the chosen model and side (None when they were only scaled to it).
 
     The largest side (not above the data's own size, unless the budget allows the full recipe
     at 224 px) that still trains the planner's epochs, or at least a minimum of epochs (6 from
-    scratch, 3 fine-tuning); then fewer epochs; then a lighter model. Costs are measured at
-    the largest side and scaled by pixels for the others; the chosen side is measured again.
+    scratch, 3 fine-tuning); then fewer epochs; then a lighter model; then the small CNN the
+    planner uses at 32 px and below. Each model is measured at its largest side and its costs
+    scaled by pixels for the others; a side that seems to fit is measured itself before it is
+    chosen (small images cost more than their pixels say). ``fixed_model``: the user named the
+    model, so only resolution and epochs change.
     """
-    from medlens.train.probe import measure_costs
-    from medlens.train.teacher import batch_loss_for
-
     budget = float(recipe.train.budget)
     counts = _counts(recipe, ds)
     target = recipe.train.epochs
-    finetune = recipe.model.pretrained is True or bool(recipe.model.weights)
-    least = min(target, MIN_EPOCHS_FINETUNE if finetune else MIN_EPOCHS_SCRATCH)
     pre = recipe.data.preprocess
     real = _real_side(fp)
     if pre is None or recipe.data.spatial_dims != 2:
         sides: list[int | None] = [None]  # arrays that come sized (MedMNIST), or volumes
     else:
         sides = list(candidate_sides(min(pre.size[-1], real), allow_larger=real < 224))
-    models = [recipe.model.name]
-    if recipe.model.name in LIGHTER_MODEL and recipe.model.weights is None:
-        models.append(LIGHTER_MODEL[recipe.model.name])
-    fallback: tuple[int, str, int | None] | None = None  # (epochs, model, side) below `least`
+    candidates = budget_candidates(recipe, sides, device.type, fixed_model)
+    base: dict[str, tuple[int | None, StepCosts]] = {}  # model -> (side measured, costs)
+    fallback = None  # (epochs, model, side, measured costs or None): below the minimum
     cheapest = None
-    for model in models:
+    for model, side in candidates:
         plan = recipe if model == recipe.model.name else _with_model(recipe, model)
-        loss = batch_loss_for(plan, ds)
-        top = sides[0]
-        base = measure_costs(plan, ds, device, shape=_shape(top), batch_loss=loss)
-        for side in sides:
-            costs = base if side == top else _scaled(base, (side / top) ** 2)
+        finetune = model == recipe.model.name and (
+            recipe.model.pretrained is True or bool(recipe.model.weights)
+        )
+        upsampled = side is not None and side > real
+        least = MIN_EPOCHS_FINETUNE if finetune else MIN_EPOCHS_SCRATCH
+        needed = target if upsampled else min(target, least)
+        if model not in base:
+            base[model] = (side, _measure(plan, ds, device, side))
+        top, top_costs = base[model]
+        exact = side == top
+        costs = top_costs if exact else _scaled(top_costs, (side / top) ** 2)
+        epochs = epochs_within(budget, costs, **counts)
+        if epochs >= needed and not exact:
+            costs, exact = _measure(plan, ds, device, side), True
             epochs = epochs_within(budget, costs, **counts)
-            cheapest = estimate_run(costs, epochs=1, **counts)
-            upsampled = side is not None and side > real
-            if epochs >= (target if upsampled else least):
-                if side != top:  # measure the chosen resolution itself
-                    costs = measure_costs(plan, ds, device, shape=_shape(side), batch_loss=loss)
-                    epochs = epochs_within(budget, costs, **counts)
-                if epochs >= 1:
-                    return _choice(recipe, model, side, min(target, epochs), budget)
-            if not upsampled and epochs >= 1 and (fallback is None or epochs > fallback[0]):
-                fallback = (epochs, model, side)
+        cheapest = estimate_run(costs, epochs=1, **counts)
+        if epochs >= needed:
+            return (*_choice(recipe, model, side, min(target, epochs), budget), costs)
+        if not upsampled and epochs >= 1 and (fallback is None or epochs > fallback[0]):
+            fallback = (epochs, model, side, costs if exact else None)
     if fallback is not None:  # fewer epochs than the minimum: the most that fit
-        epochs, model, side = fallback
-        return _choice(recipe, model, side, epochs, budget)
-    what = f"{models[-1]}" + (f" at {sides[-1]} px" if sides[-1] else "")
-    raise too_small(budget, cheapest, what)
+        epochs, model, side, costs = fallback
+        return (*_choice(recipe, model, side, epochs, budget), costs)
+    model, side = candidates[-1]
+    raise too_small(budget, cheapest, model + (f" at {side} px" if side else ""))
+
+
+def budget_candidates(
+    recipe: Plan, sides: list[int | None], device_kind: str, fixed_model: bool
+) -> list[tuple[str, int | None]]:
+    """(model, side) pairs a budget tries, most preferred first: the recipe's model at every
+    side where the planner would keep it, then its lighter sibling, then the planner's own
+    model for the smaller sides (a small CNN at 32 px on a CPU), so that the plan made at the
+    chosen side trains the model that was measured.
+
+    >>> budget_candidates(plan, [64, 48, 32], "cpu", False)  # doctest: +SKIP
+    [('resnet18', 64), ('resnet18', 48), ('resnet10t', 64), ('resnet10t', 48), ('small_cnn', 32)]
+    """
+    from medlens.plan.planner import model_for_side
+
+    name = recipe.model.name
+    models = [name]
+    if name in LIGHTER_MODEL and recipe.model.weights is None and not fixed_model:
+        models.append(LIGHTER_MODEL[name])
+    if fixed_model or sides == [None] or model_for_side(sides[0], device_kind)[0] != name:
+        return [(m, s) for m in models for s in sides]  # not the planner's size-driven choice
+    own = [s for s in sides if model_for_side(s, device_kind)[0] == name]
+    pairs = [(m, s) for m in models for s in own]
+    return pairs + [(model_for_side(s, device_kind)[0], s) for s in sides if s not in own]
+
+
+def _measure(plan: Plan, ds: ArrayDataset, device, side: int | None) -> StepCosts:
+    """The plan's unit costs with its images at ``side`` px (resized for the probe only)."""
+    from medlens.train.probe import measure_costs
+    from medlens.train.teacher import batch_loss_for
+
+    loss = batch_loss_for(plan, ds)
+    return measure_costs(plan, ds, device, shape=_shape(side), batch_loss=loss)
 
 
 def _choice(
