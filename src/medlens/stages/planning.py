@@ -242,9 +242,9 @@ def budget_choice(
     The largest side (not above the data's own size, unless the budget allows the full recipe
     at 224 px) that still trains the planner's epochs, or at least a minimum of epochs (6 from
     scratch, 3 fine-tuning); then fewer epochs; then a lighter model; then the small CNN the
-    planner uses at 32 px and below. Each model is measured at its largest side and its costs
-    scaled by pixels for the others; a side that seems to fit is measured itself before it is
-    chosen (small images cost more than their pixels say). ``fixed_model``: the user named the
+    planner uses at 32 px and below. Each model is measured at two of its smaller sides (cheap)
+    and its costs at the others read off a line through them (:func:`costs_at`); a side that
+    seems to fit is measured itself before it is chosen. ``fixed_model``: the user named the
     model, so only resolution and epochs change.
     """
     budget = float(recipe.train.budget)
@@ -257,7 +257,7 @@ def budget_choice(
     else:
         sides = list(candidate_sides(min(pre.size[-1], real), allow_larger=real < 224))
     candidates = budget_candidates(recipe, sides, device.type, fixed_model)
-    base: dict[str, tuple[int | None, StepCosts]] = {}  # model -> (side measured, costs)
+    points: dict[str, dict[int | None, StepCosts]] = {}  # model -> side -> measured costs
     fallback = None  # (epochs, model, side, measured costs or None): below the minimum
     cheapest = None
     for model, side in candidates:
@@ -268,14 +268,16 @@ def budget_choice(
         upsampled = side is not None and side > real
         least = MIN_EPOCHS_FINETUNE if finetune else MIN_EPOCHS_SCRATCH
         needed = target if upsampled else min(target, least)
-        if model not in base:
-            base[model] = (side, _measure(plan, ds, device, side))
-        top, top_costs = base[model]
-        exact = side == top
-        costs = top_costs if exact else _scaled(top_costs, (side / top) ** 2)
+        measured = points.get(model)
+        if measured is None:  # two cheap probes per model; the others are interpolated
+            own = [s for m, s in candidates if m == model]
+            measured = points[model] = {s: _measure(plan, ds, device, s) for s in probe_sides(own)}
+        exact = side in measured
+        costs = measured[side] if exact else costs_at(measured, side)
         epochs = epochs_within(budget, costs, **counts)
         if epochs >= needed and not exact:
-            costs, exact = _measure(plan, ds, device, side), True
+            costs = measured[side] = _measure(plan, ds, device, side)
+            exact = True
             epochs = epochs_within(budget, costs, **counts)
         cheapest = estimate_run(costs, epochs=1, **counts)
         if epochs >= needed:
@@ -311,6 +313,48 @@ def budget_candidates(
     own = [s for s in sides if model_for_side(s, device_kind)[0] == name]
     pairs = [(m, s) for m in models for s in own]
     return pairs + [(model_for_side(s, device_kind)[0], s) for s in sides if s not in own]
+
+
+def probe_sides(sides: list[int | None]) -> list[int | None]:
+    """The two sides a model is measured at: its smallest and the first at least twice as
+    wide (or its largest). Probing at 224 px costs a minute on a CPU; 48 and 96 px seconds.
+
+    >>> probe_sides([224, 192, 160, 128, 112, 96, 80, 64, 48])
+    [48, 96]
+    """
+    if None in sides:
+        return [None]
+    lo = min(sides)
+    wide = [s for s in sorted(sides) if s >= 2 * lo]
+    return sorted({lo, wide[0] if wide else max(sides)})
+
+
+def costs_at(measured: dict[int | None, StepCosts], side: int | None) -> StepCosts:
+    """Costs at ``side`` from those measured at other sides: per-image time as a fixed part
+    plus a part proportional to the pixels, through the smallest and largest measured sides
+    (just proportional to the pixels when one side was measured).
+
+    >>> c = lambda t: StepCosts(t, t / 4, 0.1, 1.0, 1.0)
+    >>> round(costs_at({32: c(0.002), 64: c(0.005)}, 128).train_s_per_image, 6)
+    0.017
+    """
+    sides = list(measured)
+    if len(sides) == 1:
+        return _scaled(measured[sides[0]], (side / sides[0]) ** 2)
+    sides.sort()
+    near = measured[min(sides, key=lambda s: abs(s - side))]
+    lo, hi = sides[0], sides[-1]
+
+    def line(low: float, high: float) -> float:
+        slope = max(0.0, (high - low) / (hi**2 - lo**2))
+        return max(0.0, low - slope * lo**2) + slope * side**2
+
+    a, b = measured[lo], measured[hi]
+    return dataclasses.replace(
+        near,
+        train_s_per_image=line(a.train_s_per_image, b.train_s_per_image),
+        eval_s_per_image=line(a.eval_s_per_image, b.eval_s_per_image),
+    )
 
 
 def _measure(plan: Plan, ds: ArrayDataset, device, side: int | None) -> StepCosts:
