@@ -113,6 +113,17 @@ def blobs(tmp_path_factory) -> Path:
     return path
 
 
+def test_too_many_folds_are_refused_before_the_planner_probes(blobs, monkeypatch):
+    from medlens.train import probe
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the planner measured the model before checking --folds")
+
+    monkeypatch.setattr(probe, "measure_costs", no_probe)
+    with pytest.raises(DataError, match=r"--folds 500 but class '\w+' has only \d+ images"):
+        ml.plan(str(blobs), device="cpu", overrides={"train.folds": 500})
+
+
 @pytest.fixture(scope="module")
 def cv_run(blobs, tmp_path_factory) -> Path:
     """A 3-fold cross-validation, trained once for the module (read-only for tests)."""

@@ -159,6 +159,10 @@ def plan_dataset(
     from medlens.models.names import check_model_name
 
     check_model_name(recipe.model.name)  # an unknown model fails here, with close names
+    if recipe.train.folds:  # too many folds for the data: before any probe, in well under 1 s
+        from medlens.data.folds import check_fold_count
+
+        check_fold_count(ds, recipe.train.folds)
     budget = recipe.train.budget
     check_budget(budget)
     notes: list[str] = []
