@@ -173,6 +173,14 @@ def plan_dataset(
         choice, notes, costs = budget_choice(
             recipe, fp, ds, torch_device, fixed_model="model.name" in overrides
         )
+        if "model.name" in choice and costs is not None:
+            # another model than the planner's: as many epochs as fit, up to its own recipe's
+            own = planned({k: v for k, v in choice.items() if k != "train.epochs"})[0]
+            fit = epochs_within(budget, costs, **_counts(own, ds))
+            epochs = min(own.train.epochs, max(fit, choice["train.epochs"]))
+            if epochs != choice["train.epochs"]:
+                choice = {**choice, "train.epochs": epochs}
+                notes = [budget_note(planner, choice, float(budget), target=own.train.epochs)]
         recipe, fp, ds = planned(choice)
     if estimate or budget is not None:
         if costs is None:  # not measured at the chosen recipe yet
@@ -381,13 +389,14 @@ def _choice(
     return fields, [budget_note(recipe, fields, budget)]
 
 
-def budget_note(recipe: Plan, fields: dict[str, Any], budget: float) -> str:
-    """What a budget chose (``fields`` over ``recipe``), for ``plan.notes``."""
+def budget_note(
+    recipe: Plan, fields: dict[str, Any], budget: float, target: int | None = None
+) -> str:
+    """What a budget chose (``fields`` over ``recipe``), for ``plan.notes``; ``target``: the
+    epochs the planner gives the chosen model (default the recipe's)."""
     epochs = fields["train.epochs"]
-    why = [
-        f"{epochs} epochs"
-        + (f" (of the planner's {recipe.train.epochs})" if epochs < recipe.train.epochs else "")
-    ]
+    target = target or recipe.train.epochs
+    why = [f"{epochs} epochs" + (f" (of the planner's {target})" if epochs < target else "")]
     if "data.preprocess.size" in fields:
         why.append(f"{fields['data.preprocess.size'][-1]} px")
     if "model.name" in fields:
