@@ -8,7 +8,7 @@ of ``train.sampler`` rests on (see ``plan.notes``).
 Resume-friendly: a run whose metrics.json exists is read, not retrained.
 
 Run: python benchmarks/sampler.py [--data-dir ../shared/data/medmnist] [--runs /tmp/sampler]
-     [--datasets breastmnist] [--seeds 0 1 2]
+     [--datasets breastmnist] [--seeds 0 1 2] [--samplers none sqrt balanced]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--runs", default="/tmp/medlens-sampler")
     parser.add_argument("--datasets", nargs="+", default=["breastmnist"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     args = parser.parse_args()
 
     import numpy as np
@@ -74,7 +75,7 @@ def main() -> None:
     for flag in args.datasets:
         labels = np.load(Path(args.data_dir) / f"{flag}.npz")["train_labels"].ravel()
         shares = "/".join(f"{c / len(labels):.2f}" for c in np.bincount(labels))
-        for sampler in SAMPLERS:
+        for sampler in args.samplers:
             rows = [run_once(flag, sampler, seed, args) for seed in args.seeds]
             cells = [_mean_sd([r[m] for r in rows]) for m in METRICS]
             seconds = statistics.mean(r["seconds"] for r in rows)

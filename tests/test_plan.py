@@ -40,6 +40,21 @@ def test_imbalance_picks_focal_loss_and_multilabel_picks_bce(breast_fp, multilab
     assert ml.loss.name == "bce" and ml.data.task == "multi-label"
 
 
+def test_sampler_follows_the_class_balance(breast_fp, multilabel_npz):
+    assert breast_fp.minority_fraction == pytest.approx(0.27, abs=0.01)
+    plan = make_plan(breast_fp, device="cpu")
+    assert plan.train.sampler == "sqrt"
+    [note] = [n for n in plan.notes if n.startswith("sampler:")]
+    assert "27% of train" in note and "train.sampler=none" in note
+    for share, expected in ((0.04, "none"), (0.1, "sqrt"), (0.34, "sqrt"), (0.35, "none")):
+        fp = breast_fp.model_copy(update={"minority_fraction": share})
+        assert make_plan(fp, device="cpu").train.sampler == expected, share
+    multilabel = make_plan(fingerprint(load_dataset(str(multilabel_npz))), device="cpu")
+    assert multilabel.train.sampler == "none"
+    off = make_plan(breast_fp, device="cpu", overrides={"train.sampler": "none"})
+    assert off.train.sampler == "none"
+
+
 def test_orientation_free_modalities_get_flips(breast_fp):
     pathology = breast_fp.model_copy(update={"modality": "colon pathology"})
     aug = make_plan(pathology, device="cpu").augment

@@ -39,6 +39,9 @@ MIRROR_FREE = ("fundus",)
 _TARGET_STEPS = {"cuda": 8000, "cpu": 1500}
 _EPOCH_RANGE = {"cuda": (15, 100), "cpu": (10, 40)}
 IMBALANCE_THRESHOLD = 0.10
+# below this share of train for the smallest class (and above IMBALANCE_THRESHOLD), batches
+# are drawn by the square root of the class counts: the evidence is in choose_sampler
+SQRT_SAMPLER_BELOW = 0.35
 # Fine-tuning ImageNet weights: a quarter of the from-scratch learning rate and half its epochs
 # (within _FINETUNE_EPOCH_RANGE). Pretrained features need small steps to be kept, not learned
 # again, and converge in fewer epochs: the usual transfer-learning practice (e.g. timm's and
@@ -214,6 +217,29 @@ def choose_loss(fp: Fingerprint) -> tuple[LossConfig, str]:
     return LossConfig(name="cross_entropy"), "classes reasonably balanced: cross-entropy"
 
 
+def choose_sampler(fp: Fingerprint) -> tuple[str, str]:
+    """``train.sampler`` for the class balance, and why.
+
+    Measured (``benchmarks/sampler.py``, default CPU plan, seeds 0-2, docs/results.md): on
+    BreastMNIST (27% malignant) sqrt sampling raised test balanced accuracy from 0.681 to 0.786
+    and ACC from 0.812 to 0.844, higher on every seed, with AUC unchanged (0.905 -> 0.906);
+    fully balanced sampling raised balanced accuracy to 0.809 but made ACC erratic (0.791 ±
+    0.095). Below 10% the focal loss takes the imbalance (no measurement of both together).
+    """
+    share = fp.minority_fraction
+    if fp.task == "multi-label":
+        return "none", "multi-label: plain shuffling (sampling balances single-label classes)"
+    if share < IMBALANCE_THRESHOLD:
+        return "none", "plain shuffling: the focal loss takes the imbalance"
+    if share < SQRT_SAMPLER_BELOW:
+        return "sqrt", (
+            f"smallest class {share:.0%} of train: batches drawn by the square root of the "
+            "class counts (on BreastMNIST, 27%: balanced accuracy 0.68 -> 0.79, ACC 0.81 -> "
+            "0.84 over 3 seeds, AUC unchanged; --set train.sampler=none to turn it off)"
+        )
+    return "none", "classes balanced enough: plain shuffling"
+
+
 _NORMAL = re.compile(r"\b(normal|benign|negative|healthy|no finding|absent|control)\b", re.I)
 
 
@@ -314,6 +340,7 @@ def make_plan(
         )
     augment, augment_why = choose_augment(fp)
     loss, loss_why = choose_loss(fp)
+    sampler, sampler_why = choose_sampler(fp)
     evaluate, evaluate_why = choose_evaluate(fp)
     preprocess, resolution_why = choose_resolution(fp, device)
     given = {k: v for k, v in (source_fields or {}).items() if v is not None}
@@ -347,6 +374,7 @@ def make_plan(
             early_stopping_patience=max(10, epochs // 3),
             device="auto",
             compile=compile_on,
+            sampler=sampler,
         ),
         evaluate=evaluate,
         notes=[
@@ -361,6 +389,7 @@ def make_plan(
             *([f"data: {resolution_why}"] if resolution_why else []),
             f"augment: {augment_why}",
             f"loss: {loss_why}",
+            f"sampler: {sampler_why}",
             "normalisation: per-channel mean/std of the training images",
             f"evaluate: {evaluate_why}",
         ],
