@@ -49,6 +49,8 @@ def test_sampler_follows_the_class_balance(breast_fp, multilabel_npz):
     for share, expected in ((0.04, "none"), (0.1, "sqrt"), (0.34, "sqrt"), (0.35, "none")):
         fp = breast_fp.model_copy(update={"minority_fraction": share})
         assert make_plan(fp, device="cpu").train.sampler == expected, share
+    large = breast_fp.model_copy(update={"n_images": {**breast_fp.n_images, "train": 4708}})
+    assert make_plan(large, device="cpu").train.sampler == "none"  # not measured that large
     multilabel = make_plan(fingerprint(load_dataset(str(multilabel_npz))), device="cpu")
     assert multilabel.train.sampler == "none"
     off = make_plan(breast_fp, device="cpu", overrides={"train.sampler": "none"})
