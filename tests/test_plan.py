@@ -10,6 +10,7 @@ from medlens.data.sources import load_dataset
 from medlens.errors import ConfigError
 from medlens.plan import make_plan
 from medlens.plan.scaling import DeviceFacts, fits_memory, scale_lr
+from medlens.stages.planning import describe
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,9 @@ def test_sampler_follows_the_class_balance(breast_fp, multilabel_npz):
     assert multilabel.train.sampler == "none"
     off = make_plan(breast_fp, device="cpu", overrides={"train.sampler": "none"})
     assert off.train.sampler == "none"
+    # the summary printed before training says so
+    assert "loss cross_entropy, sqrt sampling, augment" in describe(breast_fp, plan)[1]
+    assert "sampling" not in describe(breast_fp, off)[1]
 
 
 def test_orientation_free_modalities_get_flips(breast_fp):

@@ -436,7 +436,9 @@ def describe(fp: Fingerprint, recipe: Plan) -> list[str]:
         f"{n['val']} / test {n['test']}, smallest class {fp.minority_fraction:.1%}",
         f"plan: {recipe.model.name}, {recipe.train.epochs} epochs, batch "
         f"{recipe.train.batch_size}, {recipe.optim.name} lr {recipe.optim.lr:g} "
-        f"({recipe.schedule.name}), loss {recipe.loss.name}, augment: {', '.join(geometric)}",
+        f"({recipe.schedule.name}), loss {recipe.loss.name}"
+        + (f", {recipe.train.sampler} sampling" if recipe.train.sampler != "none" else "")
+        + f", augment: {', '.join(geometric)}",
     ]
     # the notes a user must see before a long run starts: weights, budget, time
     shown = ("weights:", "budget", "estimate on this machine", "this CPU plan takes over")
