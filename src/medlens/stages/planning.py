@@ -205,12 +205,14 @@ def _counts(recipe: Plan, ds: ArrayDataset) -> dict[str, int]:
     }
 
 
-def measure_plan(recipe: Plan, ds: ArrayDataset, device) -> StepCosts:
-    """The plan's unit costs here, from a short measured probe of its model."""
+def measure_plan(recipe: Plan, ds: ArrayDataset, device, side: int | None = None) -> StepCosts:
+    """The plan's unit costs here, from a short measured probe of its model; ``side``: with
+    its images at that many pixels (resized for the probe only)."""
     from medlens.train.probe import measure_costs
     from medlens.train.teacher import batch_loss_for
 
-    return measure_costs(recipe, ds, device, batch_loss=batch_loss_for(recipe, ds))
+    loss = batch_loss_for(recipe, ds)
+    return measure_costs(recipe, ds, device, shape=_shape(side), batch_loss=loss)
 
 
 def estimate_plan(recipe: Plan, ds: ArrayDataset, device) -> Estimate:
@@ -283,12 +285,13 @@ def budget_choice(
         measured = points.get(model)
         if measured is None:  # two cheap probes per model; the others are interpolated
             own = [s for m, s in candidates if m == model]
-            measured = points[model] = {s: _measure(plan, ds, device, s) for s in probe_sides(own)}
+            probes = probe_sides(own)
+            measured = points[model] = {s: measure_plan(plan, ds, device, s) for s in probes}
         exact = side in measured
         costs = measured[side] if exact else costs_at(measured, side)
         epochs = epochs_within(budget, costs, **counts)
         if epochs >= needed and not exact:
-            costs = measured[side] = _measure(plan, ds, device, side)
+            costs = measured[side] = measure_plan(plan, ds, device, side)
             exact = True
             epochs = epochs_within(budget, costs, **counts)
         cheapest = estimate_run(costs, epochs=1, **counts)
@@ -367,15 +370,6 @@ def costs_at(measured: dict[int | None, StepCosts], side: int | None) -> StepCos
         train_s_per_image=line(a.train_s_per_image, b.train_s_per_image),
         eval_s_per_image=line(a.eval_s_per_image, b.eval_s_per_image),
     )
-
-
-def _measure(plan: Plan, ds: ArrayDataset, device, side: int | None) -> StepCosts:
-    """The plan's unit costs with its images at ``side`` px (resized for the probe only)."""
-    from medlens.train.probe import measure_costs
-    from medlens.train.teacher import batch_loss_for
-
-    loss = batch_loss_for(plan, ds)
-    return measure_costs(plan, ds, device, shape=_shape(side), batch_loss=loss)
 
 
 def _choice(
