@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmarks.external_validation import shifted_site
 from PIL import Image
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
@@ -206,17 +207,6 @@ def test_bad_external_input_is_one_line_and_changes_nothing(
 
 
 # --------------------------------------------------------------------------- recalibration
-def shifted_site(path: Path, medmnist_dir: Path) -> Path:
-    """PneumoniaMNIST val+test images through a gamma of 0.5 (brighter, flatter contrast)."""
-    z = np.load(medmnist_dir / "pneumoniamnist.npz")
-    x = np.concatenate([z["val_images"], z["test_images"]]).astype(float)
-    y = np.concatenate([z["val_labels"], z["test_labels"]])
-    x = np.clip(255 * (x / 255) ** 0.5, 0, 255).astype(np.uint8)  # gamma 0.5: washed out
-    np.savez(path, train_images=x[:800], train_labels=y[:800], val_images=x[800:950],
-             val_labels=y[800:950], test_images=x[950:], test_labels=y[950:])  # fmt: skip
-    return path
-
-
 def test_recalibration_lowers_the_sites_ece_and_is_what_predict_and_serve_apply(
     run_copy, medmnist_dir, tmp_path, capsys
 ):
