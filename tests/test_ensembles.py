@@ -19,13 +19,14 @@ import pytest
 import torch
 
 import medlens.api as ml
+from medlens.config import apply_overrides
 from medlens.data.dataset import ArrayDataset, Split
 from medlens.data.folds import fold_dataset, fold_ids, pooled
 from medlens.data.sampling import sampling_weights
 from medlens.data.splits import assign_folds
 from medlens.errors import ConfigError, DataError
 from medlens.evaluate.calibration import probabilities
-from medlens.run import Run
+from medlens.run import Run, plan_differences
 from tests.conftest import write_blob_npz
 
 TRAIN = {"epochs": 2, "device": "cpu", "model": "small_cnn"}
@@ -346,6 +347,19 @@ def test_interrupted_cross_validation_resumes_to_the_same_metrics(cv_run, blobs,
     assert again["cross_validation"]["folds"] == first["cross_validation"]["folds"]
     with pytest.raises(ConfigError, match="already holds a finished ensemble"):
         ml.train(str(blobs), output=out, folds=K, **TRAIN)
+
+
+def test_the_same_command_from_another_folder_is_the_same_plan(cv_run):
+    """A cross-validation started with ``--data-dir /work/data`` continues when run again with
+    ``--data-dir ../data``: where the data lives is not part of the recipe."""
+    plan = Run.open(cv_run).plan
+    moved = apply_overrides(plan, {"data.data_dir": "/elsewhere/data", "notes": ["other"]})
+    assert plan_differences(plan, moved) == []
+    longer = apply_overrides(plan, {"train.epochs": plan.train.epochs + 1})
+    assert plan_differences(plan, longer) == [
+        f"train.epochs: {plan.train.epochs} -> {plan.train.epochs + 1}"
+    ]
+    assert plan_differences(plan, longer, ignore=["train.epochs"]) == []
 
 
 def test_seeds_build_an_ensemble_on_one_split(blobs, tmp_path):

@@ -37,6 +37,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -69,8 +70,8 @@ _WRITERS = {
     "ensemble.json": "medlens train --folds K",
     "oof_predictions.csv": "medlens evaluate RUN",
 }
-# plan fields in which the members of one ensemble may differ from the ensemble's own plan
-_MEMBER_FREE = {"train": {"estimated_seconds"}, "notes": None}
+# where the data lives and what the planner measured or noted: never a difference of recipe
+_NOT_RECIPE = {"data.data_dir", "train.estimated_seconds", "notes"}
 
 
 class Run:
@@ -537,23 +538,34 @@ def member_count(plan: Plan) -> int:
     return plan.train.folds or plan.train.seeds or 0
 
 
-def plan_differences(a: Plan, b: Plan) -> list[str]:
-    """``"train.lr: 0.001 vs 0.01"`` for every field in which two plans differ (fields an
-    ensemble's members may differ in, the time estimate and the notes, left out)."""
-    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
-    out = []
-    for section in sorted(set(da) | set(db)):
-        skip = _MEMBER_FREE.get(section, set())
-        if skip is None:
-            continue
-        va, vb = da.get(section), db.get(section)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            for key in sorted(set(va) | set(vb)):
-                if key not in skip and va.get(key) != vb.get(key):
-                    out.append(f"{section}.{key}: {va.get(key)} vs {vb.get(key)}")
-        elif va != vb:
-            out.append(f"{section}: {va} vs {vb}")
+def plan_fields(plan: Plan) -> dict[str, Any]:
+    """The plan as ``{"train.lr": 0.001, ...}``: one entry per leaf field."""
+    out: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", plan.model_dump(mode="json"))]
+    while stack:
+        prefix, data = stack.pop()
+        for key, value in data.items():
+            if isinstance(value, dict):
+                stack.append((f"{prefix}{key}.", value))
+            else:
+                out[f"{prefix}{key}"] = value
     return out
+
+
+def plan_differences(a: Plan, b: Plan, ignore: Iterable[str] = ()) -> list[str]:
+    """``"train.lr: 0.001 -> 0.01"`` for every field (but ``ignore``) in which two plans differ.
+
+    Where the data lives (``data.data_dir``: ``../data`` and ``/work/data`` may be one folder)
+    and what the planner measured or wrote down (the time estimate, the notes) are never a
+    difference: two runs of one command differ in them and train the same thing.
+    """
+    skip = _NOT_RECIPE | set(ignore)
+    fa, fb = plan_fields(a), plan_fields(b)
+    return [
+        f"{key}: {fa.get(key)!r} -> {fb.get(key)!r}"
+        for key in sorted(set(fa) | set(fb))
+        if key not in skip and fa.get(key) != fb.get(key)
+    ]
 
 
 # --------------------------------------------------------------------------- files and logs

@@ -13,7 +13,7 @@ from medlens.compare.members import Member, MemberResult
 from medlens.config import Plan, positive_index
 from medlens.errors import ConfigError, ModelError
 from medlens.progress import Reporter, SilentReporter
-from medlens.run import check_plan_fits, write_json
+from medlens.run import check_plan_fits, plan_differences, write_json
 from medlens.stages.ensemble import check_ensemble_plan
 from medlens.stages.planning import FLAG_FIELDS, flag_overrides, plan_dataset
 
@@ -162,9 +162,9 @@ def run_comparison(
     from medlens.compare.cost import model_inputs
     from medlens.compare.leaderboard import add_paired, leaderboard_rows, markdown, write_csv
     from medlens.compare.members import (
+        MEMBER_FIELDS,
         check_same_plan,
         members,
-        plan_differences,
         read_member,
         run_name,
         train_member,
@@ -196,7 +196,7 @@ def run_comparison(
     folder = Path(output) if output else Path("runs") / f"compare-{Path(ds.name).stem}"
     base_file = folder / "base_plan.yaml"
     if base_file.is_file():
-        wrong = plan_differences(load_plan(base_file), recipe)
+        wrong = plan_differences(load_plan(base_file), recipe, ignore=MEMBER_FIELDS)
         if wrong:
             raise ConfigError(
                 f"{folder} holds a comparison with another plan ({'; '.join(wrong[:4])})",

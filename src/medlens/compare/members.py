@@ -20,15 +20,13 @@ from medlens.data.dataset import ArrayDataset
 from medlens.data.fingerprint import Fingerprint
 from medlens.errors import CheckpointError, ConfigError
 from medlens.progress import Reporter
-from medlens.run import Run, member_count
+from medlens.run import Run, member_count, plan_differences
 from medlens.stages.ensemble import train_members
 from medlens.stages.evaluate import evaluate_run
 from medlens.stages.train import start_run, train_run
 
-# plan fields that may differ between runs of one comparison, or between two invocations
-_FREE_FIELDS = {"model.name", "train.seed", "data.data_dir"}
-# what the planner measured or wrote down, not what it chose: never a difference
-_MEASURED_FIELDS = {"notes", "train.estimated_seconds"}
+# plan fields in which the runs of one comparison differ
+MEMBER_FIELDS = ("model.name", "train.seed")
 
 
 @dataclass(frozen=True)
@@ -60,26 +58,6 @@ def members(base: Plan, models: list[str], seeds: list[int], runs_dir: Path) -> 
     ]
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def plan_differences(a: Plan, b: Plan, ignore: set[str] = _FREE_FIELDS) -> list[str]:
-    """``field: a -> b`` for every plan field (but ``ignore``) whose value differs."""
-    fa, fb = _flat(a.model_dump(mode="json")), _flat(b.model_dump(mode="json"))
-    return [
-        f"{key}: {fa.get(key)!r} -> {fb.get(key)!r}"
-        for key in sorted(set(fa) | set(fb))
-        if key not in ignore | _MEASURED_FIELDS and fa.get(key) != fb.get(key)
-    ]
-
-
 def is_finished(run: Run) -> bool:
     """Trained and evaluated: best weights, metrics.json and predictions.csv."""
     return run.best.is_file() and run.metrics_file.is_file() and run.predictions_file.is_file()
@@ -90,9 +68,7 @@ def check_same_plan(member: Member) -> None:
     if not member.run.plan_file.is_file():
         return
     found = load_plan(member.run.plan_file)
-    wrong = plan_differences(
-        found, member.plan, ignore={"data.data_dir", "train.estimated_seconds"}
-    )
+    wrong = plan_differences(found, member.plan)
     if wrong:
         raise ConfigError(
             f"{member.run.root} was trained with another plan ({'; '.join(wrong[:4])})",
