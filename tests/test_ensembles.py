@@ -177,6 +177,31 @@ def test_out_of_fold_predictions_come_from_the_unseeing_fold(cv_run, blobs):
         assert all(img.tobytes() in trained_on for img in pool.images[folds != i])
 
 
+def test_multi_label_cross_validation_end_to_end(tmp_path):
+    """Folds of a multi-label set: every train+val image predicted once out of fold, by the
+    fold that did not see it, and the ensemble's test probabilities the mean of its folds'
+    sigmoid outputs."""
+    npz = write_blob_npz(tmp_path / "ml.npz", "multi-label", n=(60, 24, 30), k=3, seed=3)
+    ml.train(str(npz), output=tmp_path / "cv", folds=K, **TRAIN)
+    run = Run.open(tmp_path / "cv")
+    assert run.plan.data.task == "multi-label" and run.plan.loss.name == "bce"
+    names = ("0", "1", "2")
+    oof = _csv(run.oof_predictions_file)
+    folds = np.array([int(r["fold"]) for r in oof])
+    assert len(oof) == 84 and sorted(set(folds)) == list(range(K))
+    test = _probs(_csv(run.predictions_file), "test", names)
+    member_test = []
+    for i, member in enumerate(run.members()):
+        rows = _csv(member.predictions_file)
+        np.testing.assert_allclose(
+            _probs(oof, "oof", names)[folds == i], _probs(rows, "val", names), atol=1e-6
+        )
+        member_test.append(_probs(rows, "test", names))
+    np.testing.assert_allclose(test, np.mean(member_test, axis=0), atol=2e-6)
+    m = run.metrics()
+    assert len(m["test"]["per_class"]) == 3 and m["cross_validation"]["k"] == K
+
+
 def _member_mean(run: Run, x: torch.Tensor) -> np.ndarray:
     probs = []
     for member in run.members():
