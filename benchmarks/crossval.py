@@ -17,28 +17,17 @@ Run: python benchmarks/crossval.py --data-dir ../shared/data/medmnist --runs /tm
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
-import sys
 import time
 from datetime import date
 from pathlib import Path
 
+import medmnist_baselines as paper  # run as a script: benchmarks/ is sys.path[0]
+
 _HERE = Path(__file__).resolve().parent
 RESNET_18_28 = "ResNet-18 (28)"
-
-
-def _load_baselines():
-    """benchmarks/medmnist_baselines.py, imported by its path (this folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "medmnist_baselines", _HERE / "medmnist_baselines.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_once(flag: str, seed: int, folds: int | None, args, results: dict) -> dict:
@@ -90,7 +79,6 @@ def _mean_sd(values: list[float]) -> str:
 
 def table(results: dict, folds: int) -> str:
     """The markdown table: one row per dataset and kind of run."""
-    paper = _load_baselines()
     lines = [
         "| dataset | run | seeds | test ACC | test AUC | wall time per run | OOF AUC "
         "| paper ResNet-18 (28) ACC / AUC |",

@@ -19,7 +19,6 @@ Run: python benchmarks/medmnist_benchmark.py --data-dir ../shared/data/medmnist 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import shutil
@@ -29,22 +28,12 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import medmnist_baselines as paper  # run as a script: benchmarks/ is sys.path[0]
+
 _HERE = Path(__file__).resolve().parent
 
 
-def _load_baselines():
-    """benchmarks/medmnist_baselines.py, imported by its path (this folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "medmnist_baselines", _HERE / "medmnist_baselines.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_paper = _load_baselines()
-baselines, best_resnet_28, methods = _paper.baselines, _paper.best_resnet_28, _paper.methods
+baselines, best_resnet_28, methods = paper.baselines, paper.best_resnet_28, paper.methods
 
 _FILE = re.compile(r"^(?P<flag>[a-z]+mnist(?:3d)?)(?:_(?P<size>\d+))?\.npz$")
 TIMING_FILE = "benchmark.json"
