@@ -10,8 +10,13 @@ recorded then, in ``<runs>/results.json``), and an interrupted cross-validation 
 its folds when the script is run again. Each finished run is added to results.json at once,
 so what is there when the script is stopped is measured.
 
+A recipe variant is measured with ``--set KEY=VALUE`` (as ``medlens train --set``; give it its
+own ``--runs``, since runs are found by dataset, kind and seed), ``--folds-only`` leaving out the
+one-run rows. Its choice should rest on the out-of-fold columns, not on the test split.
+
 Run: python benchmarks/crossval.py --data-dir ../shared/data/medmnist --runs /tmp/cv_runs
      [--datasets breastmnist pneumoniamnist] [--seeds 0 1 2] [--folds 5] [--out table.md]
+     [--set train.epochs=100 ...] [--folds-only]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ RESNET_18_28 = "ResNet-18 (28)"
 def run_once(flag: str, seed: int, folds: int | None, args, results: dict) -> dict:
     """Train (or read) one run; its test ACC/AUC and wall time, recorded in ``results``."""
     import medlens.api as ml
+    from medlens.config.plan import parse_set_options
 
     key = f"{flag}/{'folds' if folds else 'single'}-{seed}"
     out = Path(args.runs) / key
@@ -40,7 +46,13 @@ def run_once(flag: str, seed: int, folds: int | None, args, results: dict) -> di
         return results[key]
     start = time.perf_counter()
     result = ml.train(
-        flag, data_dir=args.data_dir, output=out, seed=seed, folds=folds, device=args.device
+        flag,
+        data_dir=args.data_dir,
+        output=out,
+        seed=seed,
+        folds=folds,
+        device=args.device,
+        overrides=parse_set_options(args.set),
     )
     m = result.metrics
     row = {
@@ -55,7 +67,7 @@ def run_once(flag: str, seed: int, folds: int | None, args, results: dict) -> di
     }
     if folds:
         cv = m["cross_validation"]
-        row["oof_auc"] = m["val"]["auc"]
+        row["oof_acc"], row["oof_auc"] = m["val"]["acc"], m["val"]["auc"]
         row["oof_auc_ci"] = [cv["oof_ci"]["auc"]["low"], cv["oof_ci"]["auc"]["high"]]
         row["fold_test_auc_mean"] = cv["spread"]["test_auc"]["mean"]
         row["fold_test_auc_sd"] = cv["spread"]["test_auc"]["sd"]
@@ -80,9 +92,9 @@ def _mean_sd(values: list[float]) -> str:
 def table(results: dict, folds: int) -> str:
     """The markdown table: one row per dataset and kind of run."""
     lines = [
-        "| dataset | run | seeds | test ACC | test AUC | wall time per run | OOF AUC "
+        "| dataset | run | seeds | test ACC | test AUC | wall time per run | OOF ACC | OOF AUC "
         "| paper ResNet-18 (28) ACC / AUC |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     flags = list(dict.fromkeys(r["dataset"] for r in results.values()))
     for flag in flags:
@@ -93,12 +105,14 @@ def table(results: dict, folds: int) -> str:
             ref = paper.baselines(flag).get(RESNET_18_28)
             cell = f"{ref.acc:.3f} / {ref.auc:.3f}" if ref else "-"
             oof = [r["oof_auc"] for r in rows if "oof_auc" in r]
+            oof_acc = [r["oof_acc"] for r in rows if "oof_acc" in r]
             lines.append(
                 f"| {flag} | {kind} ({rows[0]['model']}, {rows[0]['epochs']} epochs) "
                 f"| {', '.join(str(r['seed']) for r in rows)} "
                 f"| {_mean_sd([r['test_acc'] for r in rows])} "
                 f"| {_mean_sd([r['test_auc'] for r in rows])} "
                 f"| {statistics.mean(r['seconds'] for r in rows):.0f} s "
+                f"| {_mean_sd(oof_acc) if oof_acc else '-'} "
                 f"| {_mean_sd(oof) if oof else '-'} | {cell} |"
             )
     return "\n".join(lines)
@@ -113,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the table here (markdown)")
+    parser.add_argument("--set", action="append", default=[], help="a plan field, KEY=VALUE")
+    parser.add_argument("--folds-only", action="store_true", help="no one-run rows")
     args = parser.parse_args(argv)
 
     path = Path(args.runs) / "results.json"
@@ -120,10 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for flag in args.datasets:
         for seed in args.seeds:
-            for folds in (None, args.folds):
+            for folds in (args.folds,) if args.folds_only else (None, args.folds):
                 run_once(flag, seed, folds, args, results)
     text = (
-        f"{table(results, args.folds)}\n\n{date.today()}, {platform.processor() or 'CPU'}, "
+        f"{table(results, args.folds)}\n\n{' '.join(args.set) or 'default plan'}; "
+        f"{date.today()}, {platform.processor() or 'CPU'}, "
         f"{platform.platform()}; {time.perf_counter() - start:.0f} s this invocation\n"
     )
     print(text)
