@@ -8,6 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N`: N workers share the cores, so each computes on one thread (set before torch
+    # is imported; subprocesses inherit it). Two torch processes of two threads each on two
+    # cores ran 7x slower than one after the other.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 MEDMNIST_DIR = Path(
     os.environ.get(
         "MEDLENS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared/data/medmnist"
