@@ -158,9 +158,18 @@ def test_cross_validation_run_layout_and_metrics(cv_run):
         assert member.metrics()["test"]["auc"] == cv["folds"][i]["test_auc"]
     # calibration fitted on the 120 out-of-fold predictions, not on one val split
     assert run.trust()["conformal"]["n_calibration"] == 120
+    assert run.trust()["fitted_on"] == "120 out-of-fold predictions"
     oof = _csv(run.oof_predictions_file)
     assert len(oof) == 120 and {r["split"] for r in oof} == {"oof"}
     assert {r["split"] for r in _csv(run.predictions_file)} == {"test"}
+
+
+def test_the_summary_says_what_calibration_was_fitted_on(cv_run, capsys):
+    from medlens.cli.tables import print_trust
+
+    print_trust(Run.open(cv_run).trust())
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(fitted on 120 out-of-fold predictions)" in out and "on val" not in out
 
 
 def test_out_of_fold_predictions_come_from_the_unseeing_fold(cv_run, blobs):

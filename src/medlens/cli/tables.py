@@ -180,8 +180,9 @@ def print_trust(trust: dict[str, Any]) -> None:
 
     cal = trust["calibration"]
     before, after = cal["test"]["before"], cal["test"]["after"]
+    fitted_on = trust.get("fitted_on", "val")  # trust.json before 2026-12 has no such field
     console.print(
-        f"calibration: temperature {cal['temperature']:.3f} (fitted on val); test ECE "
+        f"calibration: temperature {cal['temperature']:.3f} (fitted on {fitted_on}); test ECE "
         f"{before['ece']:.4f} -> {after['ece']:.4f}, Brier {before['brier']:.4f} -> "
         f"{after['brier']:.4f}"
     )
@@ -189,7 +190,7 @@ def print_trust(trust: dict[str, Any]) -> None:
         t = op["test"]
         console.print(
             f"operating point {op['target']} >= {op['value']:g} for "
-            f"{op.get('positive_class', 'the positive class')} on val: threshold "
+            f"{op.get('positive_class', 'the positive class')} on {fitted_on}: threshold "
             f"{op['threshold']:.4f}; test sensitivity {fmt(t['sensitivity']['value'])} "
             f"({ci(t['sensitivity'])}), specificity {fmt(t['specificity']['value'])} "
             f"({ci(t['specificity'])})"

@@ -63,10 +63,11 @@ def model_card(ctx: dict[str, Any]) -> str:
     for key, entry in ci["metrics"].items():
         lines.append(f"| {metric_title(key, plan)} | {_ci(entry)} |")
     cal = trust["calibration"]
+    fitted_on = trust.get("fitted_on", "val")
     lines += [
         "",
         "## Calibration",
-        f"- Temperature scaling on val: T = {cal['temperature']:.3f}; test ECE "
+        f"- Temperature scaling on {fitted_on}: T = {cal['temperature']:.3f}; test ECE "
         f"{cal['test']['before']['ece']:.3f} before, {cal['test']['after']['ece']:.3f} after; "
         f"Brier {cal['test']['before']['brier']:.3f} before, "
         f"{cal['test']['after']['brier']:.3f} after.",
@@ -74,7 +75,7 @@ def model_card(ctx: dict[str, Any]) -> str:
     for op in section(trust, "operating_points") or []:
         t = op["test"]
         lines.append(
-            f"- Operating point for {op['target']} >= {op['value']:g} on val: threshold "
+            f"- Operating point for {op['target']} >= {op['value']:g} on {fitted_on}: threshold "
             f"{op['threshold']:.3f}; on test sensitivity {_ci(t['sensitivity'])}, "
             f"specificity {_ci(t['specificity'])}."
         )

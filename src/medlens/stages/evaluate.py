@@ -97,6 +97,8 @@ def evaluate_run(
         subgroups=ev.subgroups, test_patients=test.patients, test_meta=test.meta,
         val_keys=keys["val"], test_keys=keys["test"],
     )  # fmt: skip
+    # what calibration, operating points and conformal thresholds were fitted on
+    trust["fitted_on"] = "val" if folds is None else f"{len(val_y)} out-of-fold predictions"
     if folds is not None:
         out["cross_validation"] = cross_validation_summary(run, logits["val"], folds, trust)
     run.write_json(run.metrics_file, out)
