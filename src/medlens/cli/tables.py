@@ -176,13 +176,13 @@ def print_metrics(metrics: dict[str, Any], trust: dict[str, Any] | None = None) 
 
 def print_trust(trust: dict[str, Any]) -> None:
     """Calibration, operating points and conformal sets, one line each."""
-    from medlens.evaluate.trust import section
+    from medlens.evaluate.trust import fitted_on, section
 
     cal = trust["calibration"]
     before, after = cal["test"]["before"], cal["test"]["after"]
-    fitted_on = trust.get("fitted_on", "val")  # trust.json before 2026-12 has no such field
+    on = fitted_on(trust)
     console.print(
-        f"calibration: temperature {cal['temperature']:.3f} (fitted on {fitted_on}); test ECE "
+        f"calibration: temperature {cal['temperature']:.3f} (fitted on {on}); test ECE "
         f"{before['ece']:.4f} -> {after['ece']:.4f}, Brier {before['brier']:.4f} -> "
         f"{after['brier']:.4f}"
     )
@@ -190,7 +190,7 @@ def print_trust(trust: dict[str, Any]) -> None:
         t = op["test"]
         console.print(
             f"operating point {op['target']} >= {op['value']:g} for "
-            f"{op.get('positive_class', 'the positive class')} on {fitted_on}: threshold "
+            f"{op.get('positive_class', 'the positive class')} on {on}: threshold "
             f"{op['threshold']:.4f}; test sensitivity {fmt(t['sensitivity']['value'])} "
             f"({ci(t['sensitivity'])}), specificity {fmt(t['specificity']['value'])} "
             f"({ci(t['specificity'])})"

@@ -77,6 +77,12 @@ def section(trust: dict[str, Any], key: str) -> Any:
     return None if value is None or (isinstance(value, dict) and "skipped" in value) else value
 
 
+def fitted_on(trust: dict[str, Any]) -> str:
+    """What calibration, operating points and conformal sets were fitted on: ``"val"``, or for
+    a cross-validation ``"624 out-of-fold predictions"`` (trust.json before 2026-12: val)."""
+    return trust.get("fitted_on", "val")
+
+
 def _skippable(section: Callable[[], Any]) -> Any:
     """A section's result, or ``{"skipped": why}`` when the data is too small for it (e.g. a
     validation split too small for conformal sets): the rest of the analysis still stands."""

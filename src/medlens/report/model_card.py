@@ -7,7 +7,7 @@ from typing import Any
 
 from medlens.config import positive_index
 from medlens.evaluate.metrics import METRIC_LABELS
-from medlens.evaluate.trust import section
+from medlens.evaluate.trust import fitted_on, section
 
 
 def _ci(entry: dict[str, Any] | None) -> str:
@@ -63,11 +63,11 @@ def model_card(ctx: dict[str, Any]) -> str:
     for key, entry in ci["metrics"].items():
         lines.append(f"| {metric_title(key, plan)} | {_ci(entry)} |")
     cal = trust["calibration"]
-    fitted_on = trust.get("fitted_on", "val")
+    on = fitted_on(trust)
     lines += [
         "",
         "## Calibration",
-        f"- Temperature scaling on {fitted_on}: T = {cal['temperature']:.3f}; test ECE "
+        f"- Temperature scaling on {on}: T = {cal['temperature']:.3f}; test ECE "
         f"{cal['test']['before']['ece']:.3f} before, {cal['test']['after']['ece']:.3f} after; "
         f"Brier {cal['test']['before']['brier']:.3f} before, "
         f"{cal['test']['after']['brier']:.3f} after.",
@@ -75,7 +75,7 @@ def model_card(ctx: dict[str, Any]) -> str:
     for op in section(trust, "operating_points") or []:
         t = op["test"]
         lines.append(
-            f"- Operating point for {op['target']} >= {op['value']:g} on {fitted_on}: threshold "
+            f"- Operating point for {op['target']} >= {op['value']:g} on {on}: threshold "
             f"{op['threshold']:.3f}; on test sensitivity {_ci(t['sensitivity'])}, "
             f"specificity {_ci(t['specificity'])}."
         )

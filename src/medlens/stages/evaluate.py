@@ -179,7 +179,7 @@ def cross_validation_summary(
         "spread": spread,
         "oof_ci": {k: ci[k] for k in ("acc", "auc") if k in ci},
         "ci_level": ev.ci,
-        "temperature_fitted_on": f"{len(y)} out-of-fold predictions",
+        "temperature_fitted_on": trust["fitted_on"],
         "temperature": trust["calibration"]["temperature"],
     }
 
