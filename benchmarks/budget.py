@@ -59,24 +59,31 @@ def main() -> None:
         out = keep / f"budget-{budget}"
         full = None  # (epochs, predicted s) of a plan too long whose first epochs are checked
         overrides = {} if budget == "none" else {"train.budget": budget}
+        check = keep / f"budget-{budget}-{args.check_epochs}-epochs"
         if budget == "none" and not (out / "timing.json").is_file():
-            # a budget caps itself; the planner's own recipe may not
-            plan = ml.plan(args.data, device="cpu", overrides=overrides)[0]
-            hours = plan.train.estimated_seconds / 3600
+            # a budget caps itself; the planner's own recipe may not. The plan a check run
+            # was cut from is kept beside it: a rerun reads it instead of probing again.
+            planned = check / "full_plan.json"
+            if args.check_epochs and planned.is_file():
+                row = json.loads(planned.read_text())
+            else:
+                row = _planned_only(budget, ml.plan(args.data, device="cpu")[0])
+            hours = row["predicted_s"] / 3600
             if hours > args.max_hours:
-                rows.append(_planned_only(budget, plan))
+                rows.append(row)
                 print(f"{budget}: predicted {hours:.1f} h, not run", flush=True)
                 if not args.check_epochs:
                     continue
-                out = keep / f"budget-{budget}-{args.check_epochs}-epochs"
-                full = (plan.train.epochs, plan.train.estimated_seconds)
-                budget = f"{budget}, {args.check_epochs} of {plan.train.epochs} epochs"
+                out, full = check, (row["epochs"], row["predicted_s"])
+                budget = f"{budget}, {args.check_epochs} of {row['epochs']} epochs"
                 overrides = {"train.epochs": args.check_epochs}
         if not (out / "timing.json").is_file():
             began = time.perf_counter()
             ml.train(args.data, output=out, device="cpu", overrides=overrides)
             command_s = round(time.perf_counter() - began, 1)
             (out / "command_seconds.json").write_text(json.dumps(command_s))
+            if full is not None:
+                (out / "full_plan.json").write_text(json.dumps(rows[-1]))
             print(f"{budget}: command took {command_s:.0f} s", flush=True)
         run = ml.Run.open(out)
         timing = json.loads(run.timing_file.read_text())
